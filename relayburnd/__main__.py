@@ -1,0 +1,5 @@
+"""``python -m relayburnd``."""
+
+from relayburnd.cli import main
+
+main()
