@@ -1,0 +1,596 @@
+"""The file store: ``ledger.jsonl`` plus ``content/<session>.jsonl`` in RELAYBURN_HOME.
+
+* ``ledger.jsonl``: one JSON object per line with a ``kind`` field. A record
+  is appended when it is new or ranks above the stored copy; readers fold by
+  id keeping the greatest rank, and skip kinds they do not know.
+* ``content/<session>.jsonl``: content records of one session, appended in
+  arrival order, read back sorted by time then position.
+* ``ledger.index.sqlite``: id -> rank, so a write knows what is new without
+  reading the ledger, with the ledger size it covers.
+* A write is atomic: before appending, the sizes of the files it will touch are
+  recorded in the index (``pending``); the appends are fsynced; then the index
+  rows are committed and ``pending`` cleared in one transaction. A crash in
+  between is rolled back on the next open by truncating those files to the
+  recorded sizes (the batch was never acknowledged, so it will be re-sent). If
+  the index is lost it is rebuilt from the ledger.
+* ``store.lock``: an ``flock`` held by writers and by content pruning.
+* ``archive.sqlite``: the derived read model of the ledger (``archive.py``).
+  ``summary`` and the record queries bring it up to date (applying only the
+  ledger's tail, up to the size committed under ``store.lock``) and read it,
+  so reports never rescan the ledger. If it cannot be used, they fall back to
+  folding the ledger and log why.
+* ``prune_content(before_ms)`` rewrites a session's sidecar without its records
+  older than ``before_ms``: under the exclusive ``store.lock``, after rolling
+  back any ``pending`` append (so a recorded pre-append size can never later
+  truncate the rewritten file), to a temp file that is fsynced and renamed.
+
+A write is durable (fsync) before ``write`` returns, so the pipeline may then
+advance cursors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .. import faults
+from ..errors import RelayburnError, SinkRejected, SinkUnavailable
+from ..home import HomeLayout, file_lock, fsync_dir
+from ..logging import get_logger
+from ..records import (
+    KIND_OF,
+    TYPE_OF,
+    Batch,
+    Compaction,
+    ContentRecord,
+    Record,
+    SessionRelationship,
+    ToolResultEvent,
+    Turn,
+    UserTurn,
+    WriteResult,
+    decode,
+    encode,
+    fold,
+)
+from ..reports import model_label, summarize
+from .base import Filter, SummaryResult, SummarySpec
+
+if TYPE_CHECKING:
+    from ..archive import Archive
+    from ..config import Settings
+
+log = get_logger("storage.file")
+
+_SAFE_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}")
+
+
+def is_safe_session_id(session_id: str) -> bool:
+    """A session id that can name a file: no separators, no ``..``, printable ASCII."""
+    return bool(_SAFE_SESSION.fullmatch(session_id)) and ".." not in session_id
+
+
+class _Head(msgspec.Struct):
+    kind: str = ""
+    id: str = ""
+    rank: str = ""
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+_KIND_PREFIX = {kind: b'{"kind":"' + kind.encode() + b'"' for kind in TYPE_OF}
+
+
+class FileAdapter:
+    """JSONL ledger + content sidecars. See the module docstring."""
+
+    name = "file"
+
+    def __init__(self, settings: Settings) -> None:
+        self.layout = HomeLayout(settings.home).ensure()
+        self._db: sqlite3.Connection | None = None
+        self._archive: Archive | None = None
+
+    # ------------------------------------------------------------ index
+
+    def _index(self) -> sqlite3.Connection:
+        if self._db is None:
+            path = self.layout.ledger_index
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            db = sqlite3.connect(path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit lost to a power cut would bring back ``pending`` and the
+            # next open would roll back records that were already acknowledged.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS idx (id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                "rank TEXT NOT NULL)"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._db = db
+        return self._db
+
+    def _meta(self, key: str) -> str | None:
+        row = self._index().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _rollback_pending(self) -> None:
+        """Undo the appends of a write that crashed before its index commit."""
+        db = self._index()
+        pending = self._meta("pending")
+        if not pending:
+            return
+        sizes: dict[str, int] = msgspec.json.decode(pending.encode())
+        for name, size in sizes.items():
+            path = self.layout.root / name
+            try:
+                if path.stat().st_size > size:
+                    os.truncate(path, size)
+                    log.warning("store.rolled_back", file=str(path), offset=size)
+            except FileNotFoundError:
+                continue
+        db.execute("DELETE FROM meta WHERE key='pending'")
+
+    def _recover(self) -> None:
+        """Make the files and the index agree (called under the store lock)."""
+        self._rollback_pending()
+        db = self._index()
+        # A new (or deleted) index knows no content ids either: index the sidecars too.
+        fresh = self._meta("ledger_size") is None
+        path = self.layout.ledger
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if not fresh and self._meta("ledger_size") != "0":
+                db.execute("DELETE FROM idx")
+                fresh = True
+            if fresh:
+                self._index_content()
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', '0')")
+            return
+        size = st.st_size
+        if size:
+            with path.open("rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    cut = _last_newline(fh, size)
+                    log.warning("ledger.torn_tail_removed", file=str(path), offset=cut,
+                                bytes=size - cut)
+                    os.truncate(path, cut)
+                    size = cut
+        covered = int(self._meta("ledger_size") or 0)
+        ino = str(st.st_ino)
+        if self._meta("ledger_ino") not in (None, ino) or covered > size:
+            db.execute("DELETE FROM idx")
+            covered = 0
+            fresh = True
+        if covered < size:
+            self._index_ledger_range(covered, size)
+        if fresh:
+            self._index_content()
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(size),))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_ino', ?)", (ino,))
+
+    def _index_content(self) -> None:
+        for path in self.layout.content_dir.glob("*.jsonl"):
+            self._index_ledger_range(0, _size(path), path)
+
+    def _index_ledger_range(self, start: int, end: int, path: Path | None = None) -> None:
+        db = self._index()
+        rows: dict[str, tuple[str, str]] = {}
+        with (path or self.layout.ledger).open("rb") as fh:
+            fh.seek(start)
+            for line in _iter_lines(fh, end - start):
+                try:
+                    head = _head_decoder.decode(line)
+                except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
+                    continue
+                key = head.id
+                cur = rows.get(key)
+                if cur is None or head.rank > cur[1]:
+                    rows[key] = (head.kind, head.rank)
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "rank=excluded.rank, kind=excluded.kind WHERE excluded.rank > idx.rank",
+            ((k, v[0], v[1]) for k, v in rows.items()),
+        )
+        db.execute("COMMIT")
+
+    # ------------------------------------------------------------ write
+
+    def write(self, batch: Batch) -> WriteResult:
+        result = WriteResult()
+        if not batch.records:
+            return result
+        unsafe = tuple(
+            r.id for r in batch.records
+            if isinstance(r, ContentRecord) and not is_safe_session_id(r.session_id)
+        )
+        if unsafe:
+            raise SinkRejected(
+                f"{len(unsafe)} content record(s) carry a session id that is not safe as a "
+                "file name", record_ids=unsafe,
+            )
+        try:
+            with file_lock(self.layout.store_lock, timeout=10.0):
+                return self._write_locked(batch, result)
+        except TimeoutError as exc:
+            raise SinkUnavailable(f"file store busy: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise SinkUnavailable(f"file store index: {exc}") from exc
+        except OSError as exc:
+            raise SinkUnavailable(f"file store {self.layout.root}: {exc.strerror or exc}") from exc
+
+    def _write_locked(self, batch: Batch, result: WriteResult) -> WriteResult:
+        self._recover()
+        db = self._index()
+        folded = fold(batch.records)
+        stored: dict[str, str] = {}
+        key_list = list(folded)
+        for i in range(0, len(key_list), 500):
+            part = key_list[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for k, rank in db.execute(f"SELECT id, rank FROM idx WHERE id IN ({marks})", part):
+                stored[k] = rank
+        ledger_parts: list[bytes] = []
+        content_parts: dict[str, list[bytes]] = {}
+        index_rows: list[tuple[str, str, str]] = []
+        for rid, rec in folded.items():
+            kind = KIND_OF[type(rec)]
+            counts = result.kind(kind)
+            old = stored.get(rid)
+            if old is not None and old >= rec.rank:
+                counts.unchanged += 1
+                continue
+            if old is None:
+                counts.inserted += 1
+            else:
+                counts.updated += 1
+            line = encode(rec) + b"\n"
+            if isinstance(rec, ContentRecord):
+                content_parts.setdefault(rec.session_id, []).append(line)
+            else:
+                ledger_parts.append(line)
+            index_rows.append((rid, kind, rec.rank))
+        if not index_rows:
+            return result
+        targets = {f"content/{sid}.jsonl": lines for sid, lines in content_parts.items()}
+        if ledger_parts:
+            targets[self.layout.ledger.name] = ledger_parts
+        sizes = {name: _size(self.layout.root / name) for name in targets}
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('pending', ?)",
+                   (msgspec.json.encode(sizes).decode(),))
+        new_size = None
+        for name, lines in targets.items():
+            size = _append_durably(self.layout.root / name, b"".join(lines))
+            if name == self.layout.ledger.name:
+                new_size = size
+        faults.hit("after_ledger_write")
+        db.execute("BEGIN")
+        db.execute("DELETE FROM meta WHERE key='pending'")
+        db.executemany(
+            "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET rank=excluded.rank",
+            index_rows,
+        )
+        if new_size is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(new_size),)
+            )
+        db.execute("COMMIT")
+        return result
+
+    # ------------------------------------------------------------ read
+
+    def _scan(self, kinds: Iterable[str]) -> Iterator[Record]:
+        """Every ledger record of the given kinds, not yet folded."""
+        prefixes = tuple(_KIND_PREFIX[k] for k in kinds)
+        path = self.layout.ledger
+        if not path.exists():
+            return
+        with path.open("rb") as fh:
+            for line in _iter_lines(fh, None):
+                if not line.startswith(prefixes):
+                    continue
+                try:
+                    yield decode(line)
+                except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
+                    continue
+
+    def _folded(self, kind: str) -> list[Record]:
+        return list(fold(self._scan([kind])).values())  # type: ignore[arg-type]
+
+    # The query methods read the archive; ``_ledger_*`` is the same answer from
+    # a full fold of the ledger, used when the archive cannot be.
+
+    def _ledger_records(self, kind: str, flt: Filter) -> Iterator[Record]:
+        for rec in self._folded(kind):
+            if isinstance(rec, SessionRelationship):
+                if (flt.session_id is None or flt.session_id in (
+                        rec.session_id, rec.parent_session_id)) and (
+                        not flt.sources or rec.source in flt.sources):
+                    yield rec
+                continue
+            project = getattr(rec, "project", None)
+            if not flt.matches(ts=rec.ts, source=rec.source, session_id=rec.session_id,
+                               project=project):
+                continue
+            if (isinstance(rec, Turn) and flt.model is not None
+                    and model_label(rec.model, rec.speed) != flt.model):
+                continue
+            yield rec
+
+    def _records(self, kind: str, flt: Filter | None) -> Iterator[Record]:
+        flt = flt or Filter()
+        archive = self.fresh_archive()
+        if archive is None:
+            yield from self._ledger_records(kind, flt)
+        else:
+            yield from archive.records(kind, flt)
+
+    def turns(self, flt: Filter | None = None) -> Iterator[Turn]:
+        return self._records("turn", flt)  # type: ignore[return-value]
+
+    def user_turns(self, flt: Filter | None = None) -> Iterator[UserTurn]:
+        return self._records("user-turn", flt)  # type: ignore[return-value]
+
+    def compactions(self, flt: Filter | None = None) -> Iterator[Compaction]:
+        return self._records("compaction", flt)  # type: ignore[return-value]
+
+    def tool_results(self, flt: Filter | None = None) -> Iterator[ToolResultEvent]:
+        return self._records("tool-result", flt)  # type: ignore[return-value]
+
+    def relationships(self, flt: Filter | None = None) -> Iterator[SessionRelationship]:
+        """Relationships where the filter's session is the child or the parent."""
+        return self._records("relationship", flt)  # type: ignore[return-value]
+
+    def content(self, session_id: str) -> list[ContentRecord]:
+        if not is_safe_session_id(session_id):
+            return []
+        path = self.layout.content_dir / f"{session_id}.jsonl"
+        if not path.exists():
+            return []
+        records: list[Record] = []
+        with path.open("rb") as fh:
+            for line in _iter_lines(fh, None):
+                try:
+                    records.append(decode(line))
+                except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
+                    continue
+        out = [r for r in fold(records).values() if isinstance(r, ContentRecord)]
+        out.sort(key=lambda r: (r.ts, r.message_id, r.seq, r.id))
+        return out
+
+    def content_sessions(self) -> list[str]:
+        return sorted(p.stem for p in self.layout.content_dir.glob("*.jsonl"))
+
+    def iter_records(self) -> Iterator[Record]:
+        """Every stored record of every kind, folded; content last, by session."""
+        folded: dict[str, Record] = fold(  # type: ignore[assignment]
+            self._scan(k for k in TYPE_OF if k != "content"))
+        yield from folded.values()
+        for session_id in self.content_sessions():
+            yield from self.content(session_id)
+
+    def summary(self, spec: SummarySpec) -> SummaryResult:
+        archive = self.fresh_archive()
+        if archive is None:
+            return summarize(self._ledger_records("turn", Filter()), spec)  # type: ignore[arg-type]
+        return archive.summary(spec)
+
+    # ------------------------------------------------------------ archive
+
+    def archive(self) -> Archive:
+        """The derived archive of this store (built on demand)."""
+        if self._archive is None:
+            from ..archive import Archive
+
+            self._archive = Archive(self.layout, self.committed_ledger_size)
+        return self._archive
+
+    def fresh_archive(self) -> Archive | None:
+        """The archive brought up to date, or None (logged) when it cannot be used."""
+        archive = self.archive()
+        try:
+            archive.build()
+        except RelayburnError as exc:
+            log.warning("archive.unavailable", file=str(archive.path), reason=str(exc))
+            archive.close()
+            return None
+        return archive
+
+    def committed_ledger_size(self) -> int:
+        """The ledger size covering every acknowledged write and nothing else.
+
+        Taken under the store lock after recovery, so the bytes of a write
+        that crashed before its commit are rolled back, never read. When the
+        index already covers the whole ledger and no write is pending there is
+        nothing to recover, and the index is not written (a report costs no fsync).
+        """
+        try:
+            with file_lock(self.layout.store_lock, timeout=10.0):
+                try:
+                    st = self.layout.ledger.stat()
+                except FileNotFoundError:
+                    st = None
+                if (st is not None and self._meta("pending") is None
+                        and self._meta("ledger_size") == str(st.st_size)
+                        and self._meta("ledger_ino") == str(st.st_ino)):
+                    return st.st_size
+                self._recover()
+                return _size(self.layout.ledger)
+        except TimeoutError as exc:
+            raise SinkUnavailable(f"file store busy: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise SinkUnavailable(f"file store index: {exc}") from exc
+
+    # ------------------------------------------------------------ retention
+
+    def prune_content(self, before_ms: int) -> int:
+        """Remove content records older than ``before_ms``; returns how many.
+
+        Each sidecar is rewritten under the exclusive store lock, so no append
+        runs meanwhile, and only after pending appends were rolled back: the
+        ``pending`` sizes a crashed write recorded describe the old file and
+        must never be applied to the rewritten one.
+        """
+        removed = 0
+        for leftover in self.layout.content_dir.glob("*.jsonl.prune"):
+            with file_lock(self.layout.store_lock, timeout=10.0):
+                leftover.unlink(missing_ok=True)  # a rewrite that crashed before its rename
+        for session_id in self.content_sessions():
+            try:
+                with file_lock(self.layout.store_lock, timeout=10.0):
+                    self._recover()
+                    removed += _prune_file(
+                        self.layout.content_dir / f"{session_id}.jsonl", before_ms
+                    )
+            except TimeoutError as exc:
+                raise SinkUnavailable(f"file store busy: {exc}") from exc
+            except sqlite3.OperationalError as exc:
+                raise SinkUnavailable(f"file store index: {exc}") from exc
+            except OSError as exc:
+                raise SinkUnavailable(
+                    f"file store {self.layout.content_dir}: {exc.strerror or exc}"
+                ) from exc
+        return removed
+
+    def healthcheck(self) -> None:
+        root = self.layout.root
+        if not os.access(root, os.W_OK):
+            raise SinkUnavailable(f"file store {root} is not writable")
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+
+# ------------------------------------------------------------ helpers
+
+
+class _Ts(msgspec.Struct):
+    ts: int
+
+
+_ts_decoder = msgspec.json.Decoder(_Ts)
+
+
+def _prune_file(path: Path, before_ms: int) -> int:
+    """Rewrite ``path`` without records older than ``before_ms`` (caller holds the lock).
+
+    Lines that are not records are kept as they are; a file left empty is
+    removed. Temp file, fsync, rename, fsync of the directory: a crash leaves
+    the old file or the new one.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    kept: list[bytes] = []
+    removed = 0
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("content.torn_tail_removed", file=str(path), offset=end,
+                    bytes=len(data) - end)
+    for line in data[:end].split(b"\n"):
+        if not line:
+            continue
+        try:
+            ts = _ts_decoder.decode(line).ts
+        except msgspec.DecodeError:
+            kept.append(line)
+            continue
+        if ts < before_ms:
+            removed += 1
+        else:
+            kept.append(line)
+    if not removed and end == len(data):
+        return 0
+    if not kept:
+        path.unlink()
+    else:
+        tmp = path.with_name(path.name + ".prune")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(b"\n".join(kept) + b"\n")
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return removed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _append_durably(path: Path, data: bytes) -> int:
+    """Append and fsync; returns the file size after the append."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fdatasync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def _last_newline(fh: object, size: int) -> int:
+    """Offset just after the last newline before ``size`` (0 when there is none)."""
+    assert hasattr(fh, "seek") and hasattr(fh, "read")
+    pos = size
+    step = 65536
+    while pos > 0:
+        start = max(0, pos - step)
+        fh.seek(start)
+        block = fh.read(pos - start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            return start + int(nl) + 1
+        pos = start
+    return 0
+
+
+def _iter_lines(fh: object, limit: int | None) -> Iterator[bytes]:
+    """Complete lines from the current position (up to ``limit`` bytes)."""
+    assert hasattr(fh, "read")
+    remaining = limit
+    carry = b""
+    while True:
+        want = 8 * 1024 * 1024 if remaining is None else min(8 * 1024 * 1024, remaining)
+        if want <= 0:
+            break
+        block = fh.read(want)
+        if not block:
+            break
+        if remaining is not None:
+            remaining -= len(block)
+        buf = carry + block if carry else block
+        lines = buf.split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            if line:
+                yield line

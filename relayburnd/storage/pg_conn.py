@@ -1,0 +1,356 @@
+"""One PostgreSQL connection with deadlines, error translation and reconnects.
+
+A server that accepts a connection and then never answers blocks a libpq
+call forever, and ``statement_timeout`` cannot help when the server (or the
+network) is what hangs. So every call runs under three limits: libpq's
+``connect_timeout``, the server's ``statement_timeout`` and TCP keepalives,
+plus a client-side deadline: a timer that shuts the socket down if the call
+outlives it, which turns a hung peer into ``SinkUnavailable``.
+
+psycopg errors become relayburnd's sink errors here and nowhere else. Messages
+name the server (``postgres://user@host:port/db``), never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Loader
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ..config import redact_dsn
+from ..errors import SinkError, SinkMisconfigured, SinkRejected, SinkUnavailable
+
+T = TypeVar("T")
+
+APPLICATION_NAME = "relayburnd"
+
+
+@dataclass(frozen=True)
+class PgTimeouts:
+    """Limits on every call (defaults from reliability.md: connect 5 s, statements 30 s).
+
+    ``call`` bounds a whole adapter call (a batch is several statements) on the
+    client side; it is longer than ``statement`` so the server normally gives
+    up first and the connection survives.
+    """
+
+    connect: float = 5.0
+    statement: float = 30.0
+    grace: float = 10.0
+    keepalives_idle: int = 10
+    keepalives_interval: int = 5
+    keepalives_count: int = 3
+    idle_in_transaction: float = 60.0
+
+    @property
+    def call(self) -> float:
+        return self.statement + self.grace
+
+
+# ------------------------------------------------------------------ DSN
+
+
+def _secrets(dsn: str, params: dict[str, str]) -> list[str]:
+    found = [params.get("password", ""), os.environ.get("PGPASSWORD", "")]
+    m = re.search(r"://[^/@:]*:([^@/]*)@", dsn)
+    if m:
+        found.append(m.group(1))
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+class Dsn:
+    """A connection string, its printable name and the secrets to keep out of messages."""
+
+    def __init__(self, dsn: str) -> None:
+        self.raw = dsn
+        try:
+            self.params: dict[str, str] = {
+                k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None
+            }
+        except psycopg.Error as exc:
+            self.params = {}
+            self.secrets = _secrets(dsn, {})
+            raise SinkMisconfigured(
+                f"postgres DSN {redact_dsn(dsn)!r} is invalid: {self.scrub(str(exc))}"
+            ) from None
+        self.secrets = _secrets(dsn, self.params)
+
+    @property
+    def label(self) -> str:
+        p, env = self.params, os.environ
+        host = p.get("host") or p.get("hostaddr") or env.get("PGHOST") or "localhost"
+        port = p.get("port") or env.get("PGPORT") or "5432"
+        user = p.get("user") or env.get("PGUSER") or ""
+        db = p.get("dbname") or env.get("PGDATABASE") or user
+        return f"postgres://{user + '@' if user else ''}{host}:{port}/{db}"
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", text)
+
+
+def connect_kwargs(dsn: Dsn, timeouts: PgTimeouts) -> dict[str, str | int]:
+    """libpq parameters added to the DSN: deadlines, keepalives and the application name.
+
+    What the DSN (or PGOPTIONS) already sets is left as the operator chose it.
+    """
+    options = dsn.params.get("options") or os.environ.get("PGOPTIONS", "")
+    for name, ms in (
+        ("statement_timeout", timeouts.statement * 1000),
+        ("idle_in_transaction_session_timeout", timeouts.idle_in_transaction * 1000),
+    ):
+        if name not in options:
+            options = f"{options} -c {name}={int(ms)}".strip()
+    wanted: dict[str, str | int] = {
+        "connect_timeout": max(1, round(timeouts.connect)),
+        "fallback_application_name": APPLICATION_NAME,
+        "keepalives": 1,
+        "keepalives_idle": timeouts.keepalives_idle,
+        "keepalives_interval": timeouts.keepalives_interval,
+        "keepalives_count": timeouts.keepalives_count,
+        "tcp_user_timeout": int(timeouts.call * 1000),
+    }
+    out = {k: v for k, v in wanted.items() if k not in dsn.params}
+    out["options"] = options
+    return out
+
+
+# ------------------------------------------------------------------ uuid as hex
+
+
+class _HexUuidBinaryLoader(Loader):
+    format = pq.Format.BINARY
+
+    def load(self, data: pq.abc.Buffer) -> str:
+        return bytes(data).hex()
+
+
+class _HexUuidTextLoader(Loader):
+    format = pq.Format.TEXT
+
+    def load(self, data: pq.abc.Buffer) -> str:
+        return bytes(data).decode().replace("-", "")
+
+
+def _register_uuid_hex(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Ids are read back as the same 32-hex strings the records use, not ``uuid.UUID``."""
+    conn.adapters.register_loader("uuid", _HexUuidBinaryLoader)
+    conn.adapters.register_loader("uuid", _HexUuidTextLoader)
+
+
+# ------------------------------------------------------------------ errors
+
+_MISCONFIGURED_TEXT = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "is not permitted to log in",
+    "authentication failed",
+    "no password supplied",
+    "does not support ssl",
+    "ssl is not enabled",
+    "sslmode",
+    "certificate",
+    "invalid connection option",
+    "invalid uri",
+)
+_MISCONFIGURED_STATES = ("28", "3D", "42501", "42P01", "42703", "42883", "3F")
+_REJECTED_STATES = ("22", "23", "54")
+
+
+def classify(exc: BaseException) -> type[SinkError]:
+    """Which sink error a psycopg error is (reliability.md retry classes)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    if state:
+        if state.startswith(_MISCONFIGURED_STATES):
+            return SinkMisconfigured
+        if state.startswith(_REJECTED_STATES):
+            return SinkRejected
+        if isinstance(exc, psycopg.ProgrammingError):
+            return SinkMisconfigured
+        return SinkUnavailable
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return SinkRejected
+    text = str(exc).lower()
+    if isinstance(exc, psycopg.ProgrammingError) or any(t in text for t in _MISCONFIGURED_TEXT):
+        return SinkMisconfigured
+    return SinkUnavailable
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+# ------------------------------------------------------------------ deadline
+
+
+class _Deadline:
+    """Shuts the connection's socket down if a call is still running at the deadline.
+
+    ``shutdown`` (unlike ``close``) wakes a thread blocked on the socket, so the
+    pending libpq call fails at once with a connection error.
+    """
+
+    def __init__(self, fd: int, seconds: float) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            try:
+                sock = socket.socket(fileno=os.dup(self._fd))
+            except OSError:
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.close()
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+# ------------------------------------------------------------------ session
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+class PgSession:
+    """A lazily opened connection; every call is bounded, translated and reconnects.
+
+    ``prepare`` runs on each new connection (schema check, staging tables).
+    Calls are serialised by a lock: one connection, one call at a time.
+    """
+
+    def __init__(
+        self, dsn: Dsn, timeouts: PgTimeouts, prepare: Callable[[Conn], None] | None = None
+    ) -> None:
+        self.dsn = dsn
+        self.timeouts = timeouts
+        self._prepare = prepare
+        self._conn: Conn | None = None
+        self._lock = threading.RLock()
+
+    def call(self, where: str, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn`` on a live connection within the call deadline."""
+        with self._lock:
+            conn = self._live_connection(where)
+            return self._bounded(conn, where, fn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -------------------------------------------------------- internals
+
+    def _bounded(self, conn: Conn, where: str, fn: Callable[[Conn], T]) -> T:
+        deadline = _Deadline(conn.fileno(), self.timeouts.call)
+        try:
+            return fn(conn)
+        except psycopg.Error as exc:
+            self._recover(conn)
+            raise self._translate(exc, where, deadline.fired) from (
+                exc if self.dsn.scrub(str(exc)) == str(exc) else None
+            )
+        except BaseException:
+            self._recover(conn)
+            raise
+        finally:
+            deadline.finish()
+
+    def _recover(self, conn: Conn) -> None:
+        """Leave no half-done transaction behind; forget a broken connection."""
+        if conn.closed or conn.broken:
+            self._drop()
+            return
+        try:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                conn.rollback()
+        except psycopg.Error:
+            self._drop()
+
+    def _translate(self, exc: psycopg.Error, where: str, timed_out: bool) -> SinkError:
+        if timed_out:
+            return SinkUnavailable(
+                f"{self.dsn.label}: {where}: no answer within {self.timeouts.call:g} s; "
+                "connection closed"
+            )
+        kind = classify(exc)
+        text = self.dsn.scrub(_one_line(str(exc)) or type(exc).__name__)
+        return kind(f"{self.dsn.label}: {where}: {text}")
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _live_connection(self, where: str) -> Conn:
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken or self._went_away(conn)):
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._connect(where)
+        return conn
+
+    def _went_away(self, conn: Conn) -> bool:
+        """An idle connection with bytes waiting was most likely terminated by the server.
+
+        Checked before each call at the cost of one ``select``; a probe query then
+        tells, so a backend killed while idle costs a reconnect, not a failed call.
+        """
+        try:
+            readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        if not readable:
+            return False
+        try:
+            self._bounded(conn, "probe", lambda c: c.execute("SELECT 1").fetchall())
+        except SinkError:
+            return True
+        return False
+
+    def _connect(self, where: str) -> Conn:
+        try:
+            conninfo = make_conninfo(self.dsn.raw, **connect_kwargs(self.dsn, self.timeouts))
+            conn: Conn = psycopg.connect(conninfo, autocommit=False)
+        except psycopg.Error as exc:
+            raise self._translate(exc, f"{where}: connect", False) from (
+                exc if self.dsn.scrub(str(exc)) == str(exc) else None
+            )
+        _register_uuid_hex(conn)
+        self._conn = conn
+        if self._prepare is not None:
+            prepare = self._prepare
+            try:
+                self._bounded(conn, f"{where}: prepare", lambda c: prepare(c))
+            except BaseException:
+                self._drop()
+                raise
+        return conn

@@ -1,0 +1,192 @@
+"""PostgreSQL adapter: one database shared by many hosts.
+
+Writes are bulk merges (``pg_write``), deadlines and error translation live
+in ``pg_conn``, migrations and staging tables in ``pg_schema``; this module
+puts them together and answers the query side in SQL. Reads page through a
+kind in (ts, id) order, each page in its own read-only snapshot, so a slow
+reader never holds a transaction open.
+
+The adapter connects on first use (a daemon may start while the database is
+down); ``healthcheck()`` connects, migrates if needed and checks the schema.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from ..errors import SinkRejected
+from ..records import (
+    Batch,
+    ContentRecord,
+    WriteResult,
+)
+from .base import Filter, SummaryResult, SummarySpec
+from .migrations import SCHEMA_TABLE, check_not_newer
+from .pg_conn import Conn, Dsn, PgSession, PgTimeouts
+from .pg_schema import apply_migrations, create_staging, ensure_schema
+from .pg_write import MergeSql, stage_batch, write_batch
+from .sql_common import SPECS, RowCodec, TableSpec, check_ids, unstorable_ids
+from .sql_query import (
+    PAGE_SIZE,
+    POSTGRES,
+    Page,
+    RecordQueries,
+    content_query,
+    group_tool_calls,
+    page_query,
+    tool_calls_query,
+)
+from .sql_summary import summarize_sql
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+# A report is one or two scans of turns: room to aggregate in memory, and no
+# time spent compiling plans that run once.
+_REPORT_SETTINGS = ("SET LOCAL work_mem = '64MB'", "SET LOCAL jit = off")
+
+# Message ids of main-thread responses that a sidechain turn replays, found by
+# merging the sidechain and main-thread message-id indexes. The report then
+# skips sidechain turns with these ids: a condition on constants, which
+# PostgreSQL hashes and evaluates in parallel workers (a correlated subquery
+# would keep the scan in one process).
+_REPLAYED = (
+    "SELECT DISTINCT s.message_id FROM turns s "
+    "WHERE s.is_sidechain AND s.message_id <> '' AND EXISTS "
+    "(SELECT 1 FROM turns m WHERE NOT m.is_sidechain AND m.message_id = s.message_id)"
+)
+_MAX_INLINE_REPLAYS = 20_000  # beyond this the billable_turns view does it
+
+
+def migrate_postgres(settings: Settings, timeouts: PgTimeouts | None = None) -> list[str]:
+    """Apply missing migrations to ``settings.pg_dsn``; return the names applied."""
+    dsn = Dsn(settings.pg_dsn)
+    session = PgSession(dsn, timeouts or PgTimeouts())
+    try:
+        return session.call("migrate", lambda conn: apply_migrations(conn, dsn.label))
+    finally:
+        session.close()
+
+
+class PostgresAdapter(RecordQueries):
+    """The shared schema in PostgreSQL; see the module docstring."""
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        timeouts: PgTimeouts | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self._dsn = Dsn(settings.pg_dsn)
+        self._session = PgSession(self._dsn, timeouts or PgTimeouts(), self._prepare)
+        self._codecs = {kind: RowCodec(spec, "postgres") for kind, spec in SPECS.items()}
+        self._merges = {kind: MergeSql(spec) for kind, spec in SPECS.items()}
+        self.page_size = page_size
+
+    def __repr__(self) -> str:
+        return f"PostgresAdapter({self._dsn.label!r})"
+
+    @property
+    def label(self) -> str:
+        """The server and database, safe to print."""
+        return self._dsn.label
+
+    def _prepare(self, conn: Conn) -> None:
+        ensure_schema(conn, self._dsn.label)
+        create_staging(conn)
+
+    # ------------------------------------------------------------ writes
+
+    def write(self, batch: Batch) -> WriteResult:
+        check_ids(batch.records)
+        try:
+            kinds = stage_batch(self._codecs, batch.records)
+            if not kinds:
+                return WriteResult()
+            return self._session.call("write", lambda conn: write_batch(conn, kinds, self._merges))
+        except SinkRejected as exc:
+            if exc.record_ids:
+                raise
+            raise SinkRejected(str(exc), record_ids=unstorable_ids(batch.records)) from exc
+        except (OverflowError, ValueError, UnicodeEncodeError) as exc:
+            bad = unstorable_ids(batch.records)
+            if not bad:
+                raise  # not the data's fault: a bug, not something to dead-letter
+            raise SinkRejected(
+                f"{self._dsn.label}: write: a record holds a value PostgreSQL cannot store "
+                f"({exc})",
+                record_ids=bad,
+            ) from exc
+
+    # ------------------------------------------------------------ reads
+
+    def _fetch_page(self, spec: TableSpec, flt: Filter | None, after: Any) -> Page:
+        text, params = page_query(POSTGRES, spec, flt, after, self.page_size)
+
+        def fetch(conn: Conn) -> Page:
+            with conn.transaction(), conn.cursor(binary=True) as cur:
+                cur.execute(_SNAPSHOT)
+                rows = cur.execute(text, params).fetchall()
+                calls = {}
+                if spec.is_turns and rows:
+                    tsql, tparams = tool_calls_query(POSTGRES, [str(r[0]) for r in rows])
+                    calls = group_tool_calls(cur.execute(tsql, tparams).fetchall())
+            return rows, calls
+
+        return self._session.call(f"read {spec.table}", fetch)
+
+    def content(self, session_id: str) -> list[ContentRecord]:
+        codec = self._codecs["content"]
+
+        def fetch(conn: Conn) -> list[Any]:
+            with conn.transaction(), conn.cursor(binary=True) as cur:
+                return cur.execute(content_query(POSTGRES), [session_id]).fetchall()
+
+        rows = self._session.call("read content", fetch)
+        return [codec.decode(r) for r in rows]  # type: ignore[misc]
+
+    def summary(self, spec: SummarySpec) -> SummaryResult:
+        def run(conn: Conn) -> SummaryResult:
+            with conn.transaction(), conn.cursor(binary=True) as cur:
+                cur.execute(_SNAPSHOT)  # one snapshot for every query of the report
+                for setting in _REPORT_SETTINGS:
+                    cur.execute(setting)
+                replayed = [str(r[0]) for r in cur.execute(_REPLAYED).fetchall()]
+                source, billable = "turns", ""
+                if len(replayed) > _MAX_INLINE_REPLAYS:
+                    source = "billable_turns"
+                elif replayed:
+                    literal = sql.Literal(replayed).as_string(conn)
+                    billable = (
+                        f"NOT (t.is_sidechain AND coalesce(t.message_id = ANY({literal}::text[]), "
+                        "false))"
+                    )
+
+                def query(text: str, params: list[Any]) -> list[Any]:
+                    return cur.execute(text, params or None).fetchall()
+
+                return summarize_sql(POSTGRES, spec, query, source=source, billable=billable)
+
+        return self._session.call("summary", run)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def healthcheck(self) -> None:
+        def check(conn: Conn) -> None:
+            with conn.transaction():
+                row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_TABLE}")
+                version = row.fetchone()
+            check_not_newer("postgres", int(version[0]) if version else 0,  # type: ignore[call-overload]
+                            self._dsn.label)
+
+        self._session.call("healthcheck", check)
+
+    def close(self) -> None:
+        self._session.close()
