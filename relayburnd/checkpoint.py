@@ -1,0 +1,60 @@
+"""Writing ``cursors.json`` from committed cursors: coalesced, retried, never fatal.
+
+Cursors advance in memory as the sink acknowledges batches; the file is
+written from them at most about once a second (a crash re-sends at most that
+second, which record ids absorb) and always at exit. A failed write (disk
+full, I/O error) leaves the previous file intact (``atomic_write_bytes``),
+is retried with a doubling gap up to ``BACKOFF_CAP``, and marks the state
+unhealthy until a write succeeds; shipping goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import faults
+from .cursors import CursorStore
+from .logging import get_logger
+from .metrics import Metrics
+
+log = get_logger("checkpoint")
+
+SAVE_EVERY = 1.0
+BACKOFF_CAP = 30.0
+
+
+class Checkpointer:
+    """Saves a ``CursorStore`` on the schedule described above."""
+
+    def __init__(self, cursors: CursorStore, path: Path, metrics: Metrics) -> None:
+        self.cursors = cursors
+        self.path = path
+        self.metrics = metrics
+        self.ok = True
+        self._last = 0.0
+        self._gap = SAVE_EVERY
+
+    def maybe_save(self, now: float, *, force: bool = False) -> bool:
+        """Write if cursors changed and the gap passed (or ``force``); ``now`` is monotonic.
+        Returns whether the file was written."""
+        if not self.cursors.dirty or (not force and now - self._last < self._gap):
+            return False
+        self._last = now
+        try:
+            faults.hit("before_checkpoint")
+            self.cursors.save()
+        except OSError as exc:
+            self.metrics.inc("checkpoint_write_errors_total")
+            self._gap = min(BACKOFF_CAP, self._gap * 2)
+            self.ok = False
+            log.error("checkpoint.write_failed", file=str(self.path),
+                      reason=exc.strerror or str(exc), retry_in_s=self._gap,
+                      error_type="os_error", stage="checkpoint")
+            return False
+        self.metrics.inc("checkpoint_writes_total")
+        self._gap = SAVE_EVERY
+        self.ok = True
+        return True
+
+
+__all__ = ["Checkpointer"]
