@@ -1,0 +1,96 @@
+"""SQLite adapter beyond the contract: WAL, locking, migrations, errors."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from storage_corpus import corpus, turn
+
+from relayburnd.config import Settings
+from relayburnd.errors import SchemaTooNew, SinkMisconfigured, SinkUnavailable
+from relayburnd.records import Batch
+from relayburnd.storage.migrations import load, migrate
+from relayburnd.storage.sqlite import SqliteAdapter
+
+ALL_MIGRATIONS = [m.name for m in load("sqlite")]
+
+
+class TestSqlite:
+    def test_wal_mode_and_rowid_tables(self, sqlite_adapter: SqliteAdapter,
+                                       sqlite_settings: Settings) -> None:
+        """The file is in WAL mode and record tables are ordinary rowid tables."""
+        conn = sqlite3.connect(sqlite_settings.sqlite_file)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        rows = conn.execute("SELECT sql FROM sqlite_master WHERE sql NOT NULL")
+        sql = " ".join(r[0] for r in rows)
+        assert "WITHOUT ROWID" not in sql.upper()
+        conn.close()
+
+    def test_migrate_applies_each_version_once(self, sqlite_settings: Settings) -> None:
+        """The first run applies every migration, the next none."""
+        assert migrate(sqlite_settings) == ALL_MIGRATIONS
+        assert migrate(sqlite_settings) == []
+
+    def test_concurrent_migrations(self, sqlite_settings: Settings) -> None:
+        """Threads migrating one new file at once apply each migration exactly once."""
+        barrier = threading.Barrier(6)
+        results: list[list[str]] = []
+
+        def run() -> None:
+            barrier.wait()
+            results.append(migrate(sqlite_settings))
+
+        threads = [threading.Thread(target=run) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(n for r in results for n in r) == sorted(ALL_MIGRATIONS)
+
+    def test_schema_newer_than_the_code_is_refused(self, sqlite_settings: Settings) -> None:
+        """A file migrated by a newer relayburnd is refused in one line."""
+        migrate(sqlite_settings)
+        conn = sqlite3.connect(sqlite_settings.sqlite_file)
+        conn.execute("INSERT INTO schema_migrations VALUES (42, '0042_x', 'now')")
+        conn.commit()
+        conn.close()
+        with pytest.raises(SchemaTooNew, match=r"version 42 .* upgrade relayburnd") as err:
+            SqliteAdapter(sqlite_settings)
+        assert "\n" not in str(err.value)
+
+    def test_locked_file_is_transient(self, sqlite_settings: Settings) -> None:
+        """A write lock held elsewhere past the busy timeout is SinkUnavailable, then heals."""
+        adapter = SqliteAdapter(sqlite_settings, busy_timeout=0.2)
+        other = sqlite3.connect(sqlite_settings.sqlite_file, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(SinkUnavailable, match="locked"):
+            adapter.write(Batch(corpus(n=3)))
+        other.execute("ROLLBACK")
+        other.close()
+        rnd = random.Random(1)
+        assert adapter.write(Batch([turn(rnd, 1)])).inserted == 1
+        adapter.close()
+
+    def test_unusable_path_is_misconfigured(
+        self, tmp_path: Path, sqlite_settings: Settings
+    ) -> None:
+        """A path that cannot hold a database is a settings problem."""
+        (tmp_path / "dir.sqlite").mkdir()
+        settings = sqlite_settings.replace(sqlite_path=str(tmp_path / "dir.sqlite"))
+        with pytest.raises(SinkMisconfigured):
+            SqliteAdapter(settings)
+
+    def test_two_adapters_on_one_file(self, sqlite_settings: Settings) -> None:
+        """Two adapters (two processes' worth) share the file and agree."""
+        first, second = SqliteAdapter(sqlite_settings), SqliteAdapter(sqlite_settings)
+        recs = corpus(seed=2, n=20)
+        first.write(Batch(recs[:200]))
+        result = second.write(Batch(recs))
+        assert result.inserted + result.updated + result.unchanged > 0
+        assert sorted(t.id for t in first.turns()) == sorted(t.id for t in second.turns())
+        first.close()
+        second.close()
