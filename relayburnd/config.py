@@ -183,6 +183,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Records per batch at most."),
     Setting("batch_max_bytes", "RELAYBURN_BATCH_MAX_BYTES", _size, "8MiB",
             "Encoded bytes per batch at most."),
+    Setting("checkpoint_interval", "RELAYBURN_CHECKPOINT_INTERVAL", _nonneg_float, "2",
+            "Seconds between cursor checkpoints while a long pass is still reading "
+            "(0: after every batch); cursors never pass unacknowledged records."),
     Setting("max_record_bytes", "RELAYBURN_MAX_RECORD_BYTES", _size, "64MiB",
             "Longest log line read; longer lines are skipped and dead-lettered."),
     Setting("idle_grace", "RELAYBURN_IDLE_GRACE", _nonneg_float, "5",
@@ -226,6 +229,7 @@ class Settings:
     flush_interval: float
     batch_max_records: int
     batch_max_bytes: int
+    checkpoint_interval: float
     max_record_bytes: int
     idle_grace: float
     drain_timeout: float

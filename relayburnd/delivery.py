@@ -156,11 +156,14 @@ class Deliverer:
         result = WriteResult()
         if not batch.records:
             return result
-        self._deliver_part(batch.records, origins, deadline, result)
+        self._deliver_part(batch.records, origins, deadline, result, batch.lines)
         faults.hit("after_sink_commit")
         return result
 
-    def _write_with_retry(self, records: list[Record], deadline: float | None) -> WriteResult:
+    def _write_with_retry(
+        self, records: list[Record], deadline: float | None,
+        lines: dict[tuple[str, str], bytes],
+    ) -> WriteResult:
         retrying = Retrying(
             retry=retry_if_exception_type(SinkUnavailable),
             wait=_wait_backoff(self.backoff_start, self.backoff_cap),
@@ -169,7 +172,7 @@ class Deliverer:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        part = Batch(records=list(records))
+        part = Batch(records=list(records), lines=lines)
         out: WriteResult = retrying(self.sink.write, part)
         return out
 
@@ -179,9 +182,10 @@ class Deliverer:
         origins: dict[str, Origin],
         deadline: float | None,
         result: WriteResult,
+        lines: dict[tuple[str, str], bytes],
     ) -> None:
         try:
-            result.add(self._write_with_retry(records, deadline))
+            result.add(self._write_with_retry(records, deadline, lines))
             return
         except SinkRejected as exc:
             self._count_error(exc)
@@ -192,7 +196,7 @@ class Deliverer:
                     self._dead_letter(rec, origins, str(exc))
                 rest = [r for r in records if r.id not in named]
                 if rest:
-                    self._deliver_part(rest, origins, deadline, result)
+                    self._deliver_part(rest, origins, deadline, result, lines)
                 return
             # Nothing named, or only ids this part does not hold: find the bad records
             # by halving rather than dead-lettering records the sink never blamed.
@@ -200,8 +204,8 @@ class Deliverer:
                 self._dead_letter(records[0], origins, str(exc))
                 return
             half = len(records) // 2
-            self._deliver_part(records[:half], origins, deadline, result)
-            self._deliver_part(records[half:], origins, deadline, result)
+            self._deliver_part(records[:half], origins, deadline, result, lines)
+            self._deliver_part(records[half:], origins, deadline, result, lines)
 
     def _dead_letter(self, rec: Record, origins: dict[str, Origin], reason: str) -> None:
         origin = origins.get(rec.id)

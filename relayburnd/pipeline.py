@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .cursors import CursorStore
 from .delivery import DeadLetters, Deliverer, Origin
 from .errors import SinkUnavailable
 from .logging import get_logger
-from .records import KIND_OF, Batch, Record, Turn, WriteResult, seal
+from .records import KIND_OF, Batch, Record, Turn, WriteResult, seal_line
 from .sources import load_source, roots_for, source_kind
 from .sources.base import FileContext, ParseResult, PollSource, TailSource
 from .tail import Cursor, iter_chunks, make_cursor, resume_point
@@ -142,6 +143,7 @@ class Pipeline:
         self._pending_files: dict[str, Cursor] = {}
         self._pending_polls: dict[str, dict[str, Any]] = {}
         self._sealed: list[Unit] = []
+        self._saved_at = time.monotonic()
 
     def source(self, name: str) -> Any:
         if name not in self._sources:
@@ -264,7 +266,7 @@ class Pipeline:
                     if stop_when_full:
                         report.files_read += 1
                         return False
-                    self.flush(report, deadline)
+                    self.flush(report, deadline, checkpoint=False)
             if partial_tail and offset < fst.st_size:
                 tail_end = self._read_tail(item, src, fh, offset, fst.st_size, state, pending,
                                            report)
@@ -335,13 +337,22 @@ class Pipeline:
         self._add(res.records, Origin(item.source, str(item.path), base), report)
 
     def _add(self, records: list[Record], origin: Origin, report: PassReport) -> None:
+        # the per-record loop of every ingest: kept free of needless calls and lookups
+        if not records:
+            return
+        prices = self.prices
+        batch = self._batch
+        origins = self._origins
+        kinds: Counter[type] = Counter()
         for rec in self.policy.apply(records):
-            if isinstance(rec, Turn):
-                pricing.apply_pricing(rec, self.prices)
-            seal(rec)
-            report.parsed[KIND_OF[type(rec)]] += 1
-            self._batch.add(rec, _size_hint(rec))
-            self._origins[rec.id] = origin
+            kind = type(rec)
+            if kind is Turn:
+                pricing.apply_pricing(rec, prices)  # type: ignore[arg-type]
+            batch.add(rec, line=seal_line(rec))
+            origins[rec.id] = origin
+            kinds[kind] += 1
+        for kind, n in kinds.items():
+            report.parsed[KIND_OF[kind]] += n
 
     def _poll(self, name: str, report: PassReport, deadline: float | None) -> None:
         src: PollSource = self.source(name)
@@ -370,9 +381,17 @@ class Pipeline:
     def has_unflushed(self) -> bool:
         return bool(self._batch.records or self._pending_files or self._pending_polls)
 
-    def flush(self, report: PassReport, deadline: float | None = None) -> None:
+    def flush(
+        self, report: PassReport, deadline: float | None = None, *, checkpoint: bool = True
+    ) -> None:
         """Deliver the batch, then commit the cursors it covers. Raises SinkUnavailable
-        (cursors untouched) when ``deadline`` passes first."""
+        (cursors untouched) when ``deadline`` passes first.
+
+        ``checkpoint=False`` (a batch that filled up in the middle of a pass) writes
+        ``cursors.json`` only when the last write is ``checkpoint_interval`` seconds old:
+        the file lists every cursor, so writing it per batch made a long backfill
+        quadratic, and a crash in between re-reads at most those seconds of
+        acknowledged records, which the store recognises as unchanged."""
         if self._batch.records:
             dl_before = self.deliverer.stats.dead_lettered
             result = self.deliverer.deliver(self._batch, self._origins, deadline=deadline)
@@ -391,7 +410,10 @@ class Pipeline:
         self._pending_files.clear()
         self._pending_polls.clear()
         faults.hit("before_checkpoint")
-        self.cursors.save()
+        now = time.monotonic()
+        if checkpoint or now - self._saved_at >= self.settings.checkpoint_interval:
+            self.cursors.save()
+            self._saved_at = now
 
     def discard_unflushed(self) -> dict[str, int]:
         """Forget what was read but not delivered (it will be re-read); per-file bytes."""
@@ -502,13 +524,6 @@ class Pipeline:
     def unacknowledged(self) -> int:
         """Sealed units not committed yet (in flight, or failed at a deadline)."""
         return len(self._sealed)
-
-
-def _size_hint(rec: Record) -> int:
-    if KIND_OF[type(rec)] == "content":
-        text = getattr(rec, "text", None)
-        return 200 + (len(text) if text else 0)
-    return 400 if isinstance(rec, Turn) else 250
 
 
 def _redactor(settings: Settings) -> Any:

@@ -27,7 +27,10 @@ SOURCES = ("claude", "codex", "opencode")
 
 def make_id(*parts: object) -> str:
     """Content-addressed id from the identity fields of a record."""
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    try:
+        text = "\x1f".join(parts)  # type: ignore[arg-type]  # all str: the common case
+    except TypeError:
+        text = "\x1f".join("" if p is None else str(p) for p in parts)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -232,11 +235,37 @@ def to_dict(record: _Record) -> dict[str, object]:
 
 def seal(record: _Record) -> _Record:
     """Set ``rank`` from the record's completeness numbers and its full content."""
-    record.rank = ""
-    digest = hashlib.blake2b(_encoder.encode(record), digest_size=8).hexdigest()
-    basis = "".join(f"{n:015d}" for n in record.rank_basis())
-    record.rank = f"{basis}:{digest}" if basis else digest
+    seal_line(record)
     return record
+
+
+_PLAIN_ID = frozenset("0123456789abcdefABCDEF-_.:")
+_ID_OFFSET = {kind: len(b'{"kind":"' + kind.encode() + b'","id":"') for kind in TYPE_OF}
+
+
+def seal_line(record: _Record) -> bytes:
+    """``seal`` the record and return its JSON encoding (what ``encode`` would give).
+
+    The digest is taken over the encoding without a rank (``rank`` is omitted while
+    empty); the rank is then spliced in after ``id``, where the field order puts it,
+    so a record is encoded once on its way to a ledger instead of twice.
+    """
+    record.rank = ""
+    body = _encoder.encode(record)
+    digest = hashlib.blake2b(body, digest_size=8).hexdigest()
+    basis = record.rank_basis()
+    if not basis:
+        rank = digest
+    elif len(basis) == 1:
+        rank = f"{basis[0]:015d}:{digest}"
+    else:
+        rank = "".join(f"{n:015d}" for n in basis) + ":" + digest
+    record.rank = rank
+    rid = record.id
+    if not _PLAIN_ID.issuperset(rid):
+        return _encoder.encode(record)  # an id JSON would escape: no splicing
+    cut = _ID_OFFSET[KIND_OF[type(record)]] + len(rid) + 1
+    return b"".join((body[:cut], b',"rank":"', rank.encode(), b'"', body[cut:]))
 
 
 def fold(records: Iterable[_Record]) -> dict[str, _Record]:
@@ -313,14 +342,29 @@ class WriteResult:
 
 @dataclass
 class Batch:
-    """Records on their way to a sink. Sealed records only."""
+    """Records on their way to a sink. Sealed records only.
+
+    ``lines`` holds the JSON encoding of records that were encoded when sealed,
+    keyed by (id, rank); the rank ends with a digest of the content, so a line
+    found under a record's key is that record's encoding. Sinks that write
+    JSON lines reuse them; others ignore them.
+    """
 
     records: list[Record] = field(default_factory=list)
     nbytes: int = 0
+    lines: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
-    def add(self, record: Record, size: int = 0) -> None:
+    def add(self, record: Record, size: int = 0, *, line: bytes | None = None) -> None:
         self.records.append(record)
+        if line is not None:
+            self.lines[(record.id, record.rank)] = line
+            size = size or len(line)
         self.nbytes += size or 200
+
+    def encoded(self, record: _Record) -> bytes:
+        """The record's JSON encoding, reused from sealing when there is one."""
+        line = self.lines.get((record.id, record.rank))
+        return line if line is not None else encode(record)
 
     def __len__(self) -> int:
         return len(self.records)

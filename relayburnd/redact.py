@@ -9,6 +9,7 @@ removed without keeping any of it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -60,11 +61,29 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-_TRIGGERS = re.compile("|".join(re.escape(t) for r in RULES for t in r.triggers))
+_TRIGGER_PATTERN = "|".join(re.escape(t) for r in RULES for t in r.triggers)
+_TRIGGERS = re.compile(_TRIGGER_PATTERN)
+
+
+def _fast_prefilter() -> Callable[[str], object] | None:
+    """RE2's automaton finds any of the literal triggers in one linear pass, about five
+    times faster than ``re`` (which tries each alternative at every position). Almost
+    no text holds a trigger, so this scan is nearly all the cost of redaction."""
+    try:
+        import re2  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:  # platform without a wheel: the stdlib scan is correct, only slower
+        return None
+    search: Callable[[str], object] = re2.compile(_TRIGGER_PATTERN).search
+    return search
+
+
+_prefilter = _fast_prefilter()
 
 
 def redact(text: str) -> tuple[str, int]:
     """Return ``text`` with secrets replaced, and how many were replaced."""
+    if _prefilter is not None and _prefilter(text) is None:
+        return text, 0
     found = set(_TRIGGERS.findall(text))
     if not found:
         return text, 0

@@ -28,23 +28,42 @@ def _day_ms(day: str) -> int | None:
         return None
 
 
-def _fast_ms(v: str) -> int | None:
-    """The common ``YYYY-MM-DDTHH:MM:SS.mmmZ`` form without datetime objects."""
-    day = _day_ms(v[:10])
-    if day is None or v[10] != "T" or v[13] != ":" or v[16] != ":":
+_minute_ms: dict[str, int | None] = {}
+
+
+def _minute(prefix: str) -> int | None:
+    """Epoch ms of ``YYYY-MM-DDTHH:MM`` (None when it is not that form)."""
+    day = _day_ms(prefix[:10])
+    hh, mm = prefix[11:13], prefix[14:16]
+    if (day is None or prefix[10] != "T" or prefix[13] != ":" or not hh.isdigit()
+            or not mm.isdigit() or int(hh) > 23 or int(mm) > 59):
         return None
-    try:
-        hh, mm, ss, ms = int(v[11:13]), int(v[14:16]), int(v[17:19]), int(v[20:23])
-    except ValueError:
-        return None
-    if hh > 23 or mm > 59 or ss > 59 or not v[20:23].isdigit():
-        return None
-    return day + hh * 3_600_000 + mm * 60_000 + ss * 1000 + ms
+    return day + int(hh) * 3_600_000 + int(mm) * 60_000
 
 
 def to_ms(value: object) -> int | None:
     """Epoch milliseconds from an ISO string (any fraction digits, Z or offset, naive = UTC)
-    or an epoch number (seconds, or milliseconds when above 1e10). None when unusable."""
+    or an epoch number (seconds, or milliseconds when above 1e10). None when unusable.
+
+    The common ``YYYY-MM-DDTHH:MM:SS.mmmZ`` form is parsed without datetime
+    objects: lines of a log share their minute, so the date and time of day are
+    looked up by that prefix and only seconds and milliseconds are parsed.
+    """
+    if type(value) is str and len(value) == 24 and value[23] == "Z" and value[19] == ".":
+        prefix = value[:16]
+        base = _minute_ms.get(prefix, -1)
+        if base == -1:
+            if len(_minute_ms) > 65_536:
+                _minute_ms.clear()
+            base = _minute_ms[prefix] = _minute(prefix)
+        ss, ms = value[17:19], value[20:23]
+        if (base is not None and value[16] == ":" and ss.isdigit() and ms.isdigit()
+                and ss <= "59"):
+            return base + int(ss) * 1000 + int(ms)
+    return _to_ms_general(value)
+
+
+def _to_ms_general(value: object) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
@@ -52,10 +71,6 @@ def to_ms(value: object) -> int | None:
             return None
         return int(value if value > 1e10 else value * 1000)
     if isinstance(value, str):
-        if len(value) == 24 and value[23] == "Z" and value[19] == ".":
-            fast = _fast_ms(value)
-            if fast is not None:
-                return fast
         v = value.strip()
         if not v:
             return None

@@ -75,6 +75,7 @@ class TestCrashBetweenWriteAndCommit:
             "RELAYBURN_HOME": str(tmp_path / "h"),
             "CLAUDE_CONFIG_DIR": str(TREE),
             "RELAYBURN_BATCH_MAX_RECORDS": "7",
+            "RELAYBURN_CHECKPOINT_INTERVAL": "0",  # a checkpoint after every batch
         }
         crashed = run_cli(
             "ingest", "--source", "claude", env={**env, "RELAYBURN_FAULTS": point}, check=False

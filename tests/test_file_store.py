@@ -365,6 +365,33 @@ class TestContent:
         assert (store.layout.content_dir / "s-b.jsonl").exists()
         assert store.content("missing") == []
 
+    def test_content_written_by_another_process_is_seen(self, store: FileAdapter) -> None:
+        """A session's content ids are cached between writes; appends by another writer,
+        a prune that rewrites the sidecar, and a sidecar removed and written again are
+        all noticed, so nothing is appended twice and nothing is skipped."""
+        store.write(batch(content(1), content(2)))
+        other = FileAdapter(load_settings())
+        assert other.write(batch(content(3), content(1))).as_dict()["content"] == {
+            "inserted": 1, "updated": 0, "unchanged": 1}
+        other.close()
+        result = store.write(batch(content(1), content(2), content(3), content(4)))
+        assert result.as_dict()["content"] == {"inserted": 1, "updated": 0, "unchanged": 3}
+        assert content_ids(store) == Counter({content(n).id: 1 for n in (1, 2, 3, 4)})
+        # a prune rewrites the sidecar (new inode): what it removed can come back once
+        assert store.prune_content(TS + 2500) == 2
+        result = store.write(batch(content(1), content(3)))
+        assert result.as_dict()["content"] == {"inserted": 1, "updated": 0, "unchanged": 1}
+        # the sidecar removed and written again, longer than before, by someone else
+        path = store.layout.content_dir / "sess-1.jsonl"
+        path.unlink()
+        other = FileAdapter(load_settings())
+        other.write(batch(*(content(n, seq=s) for n in (7, 8) for s in range(6))))
+        other.close()
+        result = store.write(batch(content(1), content(7, seq=5)))
+        assert result.as_dict()["content"] == {"inserted": 1, "updated": 0, "unchanged": 1}
+        assert content_ids(store) == Counter(
+            {content(n, seq=s).id: 1 for n in (7, 8) for s in range(6)} | {content(1).id: 1})
+
     def test_content_never_enters_the_ledger(self, store: FileAdapter) -> None:
         """The ledger holds no content text."""
         store.write(batch(turn(1), content(1, text="the secret plan")))

@@ -61,12 +61,15 @@ _COMMAND_PREFIXES = ("<command-name>", "<command-message>")
 # ------------------------------------------------------------ line shapes
 
 _NO_RAW = msgspec.Raw(b"")
+_NULL_RAW = msgspec.Raw(b"null")
 
 
 def _raw(value: msgspec.Raw) -> bytes | None:
     """The bytes of a raw JSON value, None when absent or null."""
-    data = bytes(value)
-    return None if not data or data == b"null" else data
+    n = len(value)
+    if not n or (n == 4 and value == _NULL_RAW):
+        return None
+    return bytes(value)
 
 
 class _CacheCreation(msgspec.Struct):
@@ -106,9 +109,15 @@ class _Message(msgspec.Struct):
     id: str | None = None
     model: str | None = None
     role: str | None = None
-    content: msgspec.Raw = _NO_RAW
+    # decoded with the line, in one pass; a line whose content has another shape is
+    # decoded again as a _LooseLine, which keeps the rest of the line
+    content: list[_Block] | str | None = None
     stop_reason: str | None = None
     usage: _Usage | None = None
+
+
+class _LooseMessage(_Message):
+    content: msgspec.Raw = _NO_RAW  # type: ignore[assignment]
 
 
 class _Line(msgspec.Struct):
@@ -131,10 +140,18 @@ class _Line(msgspec.Struct):
     parentToolUseID: str | None = None
 
 
+class _LooseLine(_Line):
+    message: _LooseMessage | None = None
+
+
 class _ProgressData(msgspec.Struct):
     type: str | None = None
     agentId: str | None = None
     message: _Line | None = None
+
+
+class _LooseProgressData(_ProgressData):
+    message: _LooseLine | None = None
 
 
 class _CompactMeta(msgspec.Struct):
@@ -147,6 +164,8 @@ class _Kind(msgspec.Struct):
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
+_loose_line_decoder = msgspec.json.Decoder(_LooseLine)
+_loose_progress_decoder = msgspec.json.Decoder(_LooseProgressData)
 _kind_decoder = msgspec.json.Decoder(_Kind)
 _blocks_decoder = msgspec.json.Decoder(list[_Block] | str | None)
 _str_decoder = msgspec.json.Decoder(str)
@@ -199,6 +218,13 @@ def _walk_jsonl(top: Path) -> Iterator[Path]:
             yield from _walk_jsonl(Path(entry.path))
         elif entry.name.endswith(".jsonl") and entry.is_file():
             yield Path(entry.path)
+
+
+def _loosened(line: _LooseLine) -> _Line:
+    """A line whose message content has an unexpected shape: read it without content."""
+    if line.message is not None:
+        line.message.content = None  # type: ignore[assignment]
+    return line
 
 
 def _text_of(value: msgspec.Raw) -> str:
@@ -302,7 +328,10 @@ class _Parser:
                 self._skip(pos, length, "invalid_utf8")
                 return
         try:
-            line = _line_decoder.decode(raw)
+            try:
+                line = _line_decoder.decode(raw)
+            except msgspec.ValidationError:
+                line = _loosened(_loose_line_decoder.decode(raw))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             reason = "invalid_json"
             if b"\x00" in raw:
@@ -394,15 +423,6 @@ class _Parser:
             for key in list(tools)[: len(tools) - MAX_TOOL_NAMES]:
                 del tools[key]
 
-    def _blocks(self, msg: _Message) -> list[_Block] | str | None:
-        raw = _raw(msg.content)
-        if raw is None:
-            return None
-        try:
-            blocks: list[_Block] | str | None = _blocks_decoder.decode(raw)
-        except msgspec.ValidationError:
-            return None
-        return blocks
 
     # -- assistant lines
 
@@ -415,11 +435,11 @@ class _Parser:
             return
         sidechain = bool(line.isSidechain) or nested_agent is not None
         agent = nested_agent or line.agentId
-        stream = self._stream(sidechain, agent)
-        session = self._session(outer or line)
+        stream = f"{int(sidechain)}|{agent or ''}"
+        session = (outer or line).sessionId or self.file_session
         ts = to_ms(line.timestamp)
-        blocks = self._blocks(msg)
-        if isinstance(blocks, list) and ts is not None:
+        blocks = msg.content
+        if self.with_content and ts is not None and isinstance(blocks, list):
             self._assistant_content(line, msg, blocks, session, ts)
         usage = msg.usage
         if usage is None or msg.model == SYNTHETIC_MODEL:
@@ -430,7 +450,8 @@ class _Parser:
         if ts is None:
             self._skip(pos, length, "bad_timestamp")
             return
-        self._note_line_in_stream(stream, msg.id)
+        if self.st.user:
+            self._note_line_in_stream(stream, msg.id)
         request_id = line.requestId
         if msg.id:
             key = f"{msg.id}\x1f{request_id}" if request_id else f"{msg.id}\x1fs:{session}"
@@ -504,9 +525,13 @@ class _Parser:
             t.stop_reason = msg.stop_reason
             t.complete = True
         if isinstance(blocks, list):
-            known = {c.id for c in t.tool_calls}
+            known: set[str | None] | None = None
             for b in blocks:
-                if b.type == "tool_use" and b.id and b.id not in known:
+                if b.type != "tool_use" or not b.id:
+                    continue
+                if known is None:
+                    known = {c.id for c in t.tool_calls}
+                if b.id not in known:
                     raw = _raw(b.input) or b""
                     t.tool_calls.append(
                         ToolCall(
@@ -558,17 +583,19 @@ class _Parser:
     def _user(self, line: _Line, pos: int, length: int, agent: str | None) -> None:
         msg = line.message
         sidechain = bool(line.isSidechain)
-        stream = self._stream(sidechain, agent)
+        stream = f"{int(sidechain)}|{agent or ''}"
         uuid = line.uuid
-        self._note_line_in_stream(stream, uuid)
-        self._close(stream)
+        if self.st.user:
+            self._note_line_in_stream(stream, uuid)
+        if self.st.open:
+            self._close(stream)
         ts = to_ms(line.timestamp)
         if msg is None or ts is None:
             if msg is not None:
                 self._skip(pos, length, "bad_timestamp")
             return
-        session = self._session(line)
-        blocks = self._blocks(msg)
+        session = line.sessionId or self.file_session
+        blocks = msg.content
         texts: list[str] = []
         block_types: list[str] = []
         results = 0
@@ -696,7 +723,12 @@ class _Parser:
         if raw is None:
             return
         try:
-            data = _progress_decoder.decode(raw)
+            try:
+                data = _progress_decoder.decode(raw)
+            except msgspec.ValidationError:
+                data = _loose_progress_decoder.decode(raw)
+                if data.message is not None:
+                    _loosened(data.message)
         except msgspec.ValidationError:
             return
         if data.type != "agent_progress" or data.message is None:

@@ -57,7 +57,6 @@ from ..records import (
     UserTurn,
     WriteResult,
     decode,
-    encode,
     fold,
 )
 from ..reports import model_label, summarize
@@ -96,6 +95,7 @@ class FileAdapter:
         self.layout = HomeLayout(settings.home).ensure()
         self._db: sqlite3.Connection | None = None
         self._archive: Archive | None = None
+        self._sidecars: dict[str, _SidecarIds] = {}  # least recently used first
 
     # ------------------------------------------------------------ index
 
@@ -110,6 +110,9 @@ class FileAdapter:
             # next open would roll back records that were already acknowledged.
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=30000")
+            # ids are random digests, so each batch touches pages all over the index:
+            # a larger page cache than the 2 MB default keeps them from being re-read
+            db.execute("PRAGMA cache_size=-16384")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS idx (id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
                 "rank TEXT NOT NULL)"
@@ -143,17 +146,12 @@ class FileAdapter:
         """Make the files and the index agree (called under the store lock)."""
         self._rollback_pending()
         db = self._index()
-        # A new (or deleted) index knows no content ids either: index the sidecars too.
-        fresh = self._meta("ledger_size") is None
         path = self.layout.ledger
         try:
             st = path.stat()
         except FileNotFoundError:
-            if not fresh and self._meta("ledger_size") != "0":
+            if self._meta("ledger_size") not in (None, "0"):
                 db.execute("DELETE FROM idx")
-                fresh = True
-            if fresh:
-                self._index_content()
             db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', '0')")
             return
         size = st.st_size
@@ -171,22 +169,15 @@ class FileAdapter:
         if self._meta("ledger_ino") not in (None, ino) or covered > size:
             db.execute("DELETE FROM idx")
             covered = 0
-            fresh = True
         if covered < size:
             self._index_ledger_range(covered, size)
-        if fresh:
-            self._index_content()
         db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(size),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_ino', ?)", (ino,))
 
-    def _index_content(self) -> None:
-        for path in self.layout.content_dir.glob("*.jsonl"):
-            self._index_ledger_range(0, _size(path), path)
-
-    def _index_ledger_range(self, start: int, end: int, path: Path | None = None) -> None:
+    def _index_ledger_range(self, start: int, end: int) -> None:
         db = self._index()
         rows: dict[str, tuple[str, str]] = {}
-        with (path or self.layout.ledger).open("rb") as fh:
+        with self.layout.ledger.open("rb") as fh:
             fh.seek(start)
             for line in _iter_lines(fh, end - start):
                 try:
@@ -235,7 +226,19 @@ class FileAdapter:
         db = self._index()
         folded = fold(batch.records)
         stored: dict[str, str] = {}
-        key_list = list(folded)
+        sidecars: dict[str, _SidecarIds] = {}
+        key_list = []
+        for rid, rec in folded.items():
+            if isinstance(rec, ContentRecord):
+                sid = rec.session_id
+                ids = sidecars.get(sid)
+                if ids is None:
+                    ids = sidecars[sid] = self._sidecar_ids(sid)
+                rank = ids.ranks.get(rid)
+                if rank is not None:
+                    stored[rid] = rank
+            else:
+                key_list.append(rid)
         for i in range(0, len(key_list), 500):
             part = key_list[i : i + 500]
             marks = ",".join("?" * len(part))
@@ -244,6 +247,7 @@ class FileAdapter:
         ledger_parts: list[bytes] = []
         content_parts: dict[str, list[bytes]] = {}
         index_rows: list[tuple[str, str, str]] = []
+        content_rows: list[tuple[str, str, str]] = []
         for rid, rec in folded.items():
             kind = KIND_OF[type(rec)]
             counts = result.kind(kind)
@@ -255,13 +259,14 @@ class FileAdapter:
                 counts.inserted += 1
             else:
                 counts.updated += 1
-            line = encode(rec) + b"\n"
+            line = batch.encoded(rec) + b"\n"
             if isinstance(rec, ContentRecord):
                 content_parts.setdefault(rec.session_id, []).append(line)
+                content_rows.append((rec.session_id, rid, rec.rank))
             else:
                 ledger_parts.append(line)
-            index_rows.append((rid, kind, rec.rank))
-        if not index_rows:
+                index_rows.append((rid, kind, rec.rank))
+        if not index_rows and not content_rows:
             return result
         targets = {f"content/{sid}.jsonl": lines for sid, lines in content_parts.items()}
         if ledger_parts:
@@ -270,13 +275,17 @@ class FileAdapter:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('pending', ?)",
                    (msgspec.json.encode(sizes).decode(),))
         new_size = None
+        appended: dict[str, os.stat_result] = {}
         for name, lines in targets.items():
-            size = _append_durably(self.layout.root / name, b"".join(lines))
+            st = _append_durably(self.layout.root / name, b"".join(lines))
             if name == self.layout.ledger.name:
-                new_size = size
+                new_size = st.st_size
+            else:
+                appended[name] = st
         faults.hit("after_ledger_write")
         db.execute("BEGIN")
         db.execute("DELETE FROM meta WHERE key='pending'")
+        index_rows.sort()  # key order: each index page is visited once per batch
         db.executemany(
             "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET rank=excluded.rank",
             index_rows,
@@ -286,7 +295,30 @@ class FileAdapter:
                 "INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(new_size),)
             )
         db.execute("COMMIT")
+        # only now, with the write committed, do the cached sidecar ids include it
+        for sid, rid, rank in content_rows:
+            sidecars[sid].ranks[rid] = rank
+        for sid, ids in sidecars.items():
+            after = appended.get(f"content/{sid}.jsonl")
+            if after is not None:
+                ids.revalidate(self.layout.content_dir / f"{sid}.jsonl", after)
         return result
+
+    def _sidecar_ids(self, session_id: str) -> _SidecarIds:
+        """id -> rank of a session's stored content, read once and then only its tail.
+
+        Content ids are not in the index: a session's sidecar is the index of its
+        own content. The cache is keyed by the sidecar's inode, size and first
+        bytes, so appends by another process are read from where the cache left
+        off, and a rewritten (pruned) or replaced sidecar is read again whole.
+        """
+        path = self.layout.content_dir / f"{session_id}.jsonl"
+        cached = self._sidecars.pop(session_id, None)
+        ids = _SidecarIds.load(path, cached)
+        self._sidecars[session_id] = ids
+        while len(self._sidecars) > _SIDECAR_CACHE:
+            self._sidecars.pop(next(iter(self._sidecars)))
+        return ids
 
     # ------------------------------------------------------------ read
 
@@ -544,8 +576,8 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _append_durably(path: Path, data: bytes) -> int:
-    """Append and fsync; returns the file size after the append."""
+def _append_durably(path: Path, data: bytes) -> os.stat_result:
+    """Append and fsync; returns the file's status after the append."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         view = memoryview(data)
@@ -553,9 +585,58 @@ def _append_durably(path: Path, data: bytes) -> int:
             n = os.write(fd, view)
             view = view[n:]
         os.fdatasync(fd)
-        return os.fstat(fd).st_size
+        return os.fstat(fd)
     finally:
         os.close(fd)
+
+
+_SIDECAR_CACHE = 128  # sessions whose content ids are kept between writes
+_HEAD_BYTES = 256
+
+
+class _SidecarIds:
+    """The content ids (with ranks) of one sidecar, valid for its inode, size and head."""
+
+    def __init__(self, ino: int | None, size: int, head: bytes, ranks: dict[str, str]) -> None:
+        self.ino = ino
+        self.size = size
+        self.head = head
+        self.ranks = ranks
+
+    @classmethod
+    def load(cls, path: Path, cached: _SidecarIds | None) -> _SidecarIds:
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return cls(None, 0, b"", {})
+        with fh:
+            st = os.fstat(fh.fileno())
+            head = os.pread(fh.fileno(), _HEAD_BYTES, 0)
+            start = 0
+            ranks: dict[str, str] = {}
+            if (cached is not None and cached.ino == st.st_ino and cached.size <= st.st_size
+                    and head.startswith(cached.head)):
+                start, ranks = cached.size, cached.ranks
+            end = max(start, _last_newline(fh, st.st_size))  # a torn tail is not a record
+            if start < end:
+                fh.seek(start)
+                for line in _iter_lines(fh, end - start):
+                    try:
+                        rec = _head_decoder.decode(line)
+                    except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
+                        continue
+                    cur = ranks.get(rec.id)
+                    if cur is None or rec.rank > cur:
+                        ranks[rec.id] = rec.rank
+            return cls(st.st_ino, end, head, ranks)
+
+    def revalidate(self, path: Path, st: os.stat_result) -> None:
+        """After this process appended to the sidecar: the cache now covers ``st``."""
+        self.ino = st.st_ino
+        self.size = st.st_size
+        if len(self.head) < _HEAD_BYTES:
+            with path.open("rb") as fh:
+                self.head = os.pread(fh.fileno(), _HEAD_BYTES, 0)
 
 
 def _last_newline(fh: object, size: int) -> int:
