@@ -365,6 +365,22 @@ class TestContent:
         assert (store.layout.content_dir / "s-b.jsonl").exists()
         assert store.content("missing") == []
 
+    def test_a_store_filled_from_empty_still_sees_other_writers(
+        self, store: FileAdapter
+    ) -> None:
+        """The first writer of an empty store answers "is it new?" from memory; a write by
+        anyone else in between makes it ask the index again, so nothing is doubled."""
+        store.write(batch(turn(1), turn(2)))
+        other = FileAdapter(load_settings())
+        assert other.write(batch(turn(3), turn(2, output=500))).as_dict()["turn"] == {
+            "inserted": 1, "updated": 1, "unchanged": 0}
+        other.close()
+        result = store.write(batch(turn(1), turn(2, output=500), turn(3), turn(4)))
+        assert result.as_dict()["turn"] == {"inserted": 1, "updated": 0, "unchanged": 3}
+        assert store.write(batch(turn(2), turn(4))).unchanged == 2
+        assert ledger_ids(store) == Counter(
+            {turn(1).id: 1, turn(2).id: 2, turn(3).id: 1, turn(4).id: 1})
+
     def test_content_written_by_another_process_is_seen(self, store: FileAdapter) -> None:
         """A session's content ids are cached between writes; appends by another writer,
         a prune that rewrites the sidecar, and a sidecar removed and written again are

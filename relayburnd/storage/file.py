@@ -50,6 +50,7 @@ from ..records import (
     Batch,
     Compaction,
     ContentRecord,
+    KindCounts,
     Record,
     SessionRelationship,
     ToolResultEvent,
@@ -96,6 +97,9 @@ class FileAdapter:
         self._db: sqlite3.Connection | None = None
         self._archive: Archive | None = None
         self._sidecars: dict[str, _SidecarIds] = {}  # least recently used first
+        self._mirror: dict[str, str] | None = None
+        self._mirror_of: tuple[str | None, str | None] = (None, None)
+        self._mirror_tried = False
 
     # ------------------------------------------------------------ index
 
@@ -239,18 +243,29 @@ class FileAdapter:
                     stored[rid] = rank
             else:
                 key_list.append(rid)
-        for i in range(0, len(key_list), 500):
-            part = key_list[i : i + 500]
-            marks = ",".join("?" * len(part))
-            for k, rank in db.execute(f"SELECT id, rank FROM idx WHERE id IN ({marks})", part):
-                stored[k] = rank
+        mirror = self._current_mirror()
+        if mirror is not None:
+            for rid in key_list:
+                rank = mirror.get(rid)
+                if rank is not None:
+                    stored[rid] = rank
+        else:
+            for i in range(0, len(key_list), 500):
+                part = key_list[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for k, rank in db.execute(
+                        f"SELECT id, rank FROM idx WHERE id IN ({marks})", part):
+                    stored[k] = rank
         ledger_parts: list[bytes] = []
         content_parts: dict[str, list[bytes]] = {}
         index_rows: list[tuple[str, str, str]] = []
         content_rows: list[tuple[str, str, str]] = []
+        tallies: dict[str, KindCounts] = {}
         for rid, rec in folded.items():
             kind = KIND_OF[type(rec)]
-            counts = result.kind(kind)
+            counts = tallies.get(kind)
+            if counts is None:
+                counts = tallies[kind] = result.kind(kind)
             old = stored.get(rid)
             if old is not None and old >= rec.rank:
                 counts.unchanged += 1
@@ -274,12 +289,12 @@ class FileAdapter:
         sizes = {name: _size(self.layout.root / name) for name in targets}
         db.execute("INSERT OR REPLACE INTO meta VALUES ('pending', ?)",
                    (msgspec.json.encode(sizes).decode(),))
-        new_size = None
+        ledger_st = None
         appended: dict[str, os.stat_result] = {}
         for name, lines in targets.items():
             st = _append_durably(self.layout.root / name, b"".join(lines))
             if name == self.layout.ledger.name:
-                new_size = st.st_size
+                ledger_st = st
             else:
                 appended[name] = st
         faults.hit("after_ledger_write")
@@ -290,11 +305,17 @@ class FileAdapter:
             "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET rank=excluded.rank",
             index_rows,
         )
-        if new_size is not None:
-            db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(new_size),)
-            )
+        if ledger_st is not None:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)",
+                       (str(ledger_st.st_size),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_ino', ?)",
+                       (str(ledger_st.st_ino),))
         db.execute("COMMIT")
+        if self._mirror is not None and ledger_st is not None:
+            self._mirror.update((rid, rank) for rid, _kind, rank in index_rows)
+            self._mirror_of = (str(ledger_st.st_ino), str(ledger_st.st_size))
+            if len(self._mirror) > _MIRROR_MAX:
+                self._mirror = None  # too large to keep: the index answers from now on
         # only now, with the write committed, do the cached sidecar ids include it
         for sid, rid, rank in content_rows:
             sidecars[sid].ranks[rid] = rank
@@ -303,6 +324,27 @@ class FileAdapter:
             if after is not None:
                 ids.revalidate(self.layout.content_dir / f"{sid}.jsonl", after)
         return result
+
+    def _current_mirror(self) -> dict[str, str] | None:
+        """An in-memory copy of the index, for a store this process filled from empty.
+
+        A first backfill writes only new ids, and asking the index about each of
+        them was a large part of its cost. The copy is made only when the index is
+        empty at this process's first write, stays bounded (``_MIRROR_MAX``), and is
+        used only while the ledger is exactly as this process's last write left it:
+        any other writer changes the recorded ledger size, and the copy is dropped.
+        """
+        state = (self._meta("ledger_ino"), self._meta("ledger_size"))
+        if self._mirror is not None:
+            if self._mirror_of == state:
+                return self._mirror
+            self._mirror = None
+        if not self._mirror_tried:
+            self._mirror_tried = True
+            if self._index().execute("SELECT 1 FROM idx LIMIT 1").fetchone() is None:
+                self._mirror, self._mirror_of = {}, state
+                return self._mirror
+        return None
 
     def _sidecar_ids(self, session_id: str) -> _SidecarIds:
         """id -> rank of a session's stored content, read once and then only its tail.
@@ -591,6 +633,7 @@ def _append_durably(path: Path, data: bytes) -> os.stat_result:
 
 
 _SIDECAR_CACHE = 128  # sessions whose content ids are kept between writes
+_MIRROR_MAX = 100_000  # ids in the in-memory copy of an index filled from empty
 _HEAD_BYTES = 256
 
 
