@@ -265,7 +265,8 @@ def seal_line(record: _Record) -> bytes:
     if not _PLAIN_ID.issuperset(rid):
         return _encoder.encode(record)  # an id JSON would escape: no splicing
     cut = _ID_OFFSET[KIND_OF[type(record)]] + len(rid) + 1
-    return b"".join((body[:cut], b',"rank":"', rank.encode(), b'"', body[cut:]))
+    view = memoryview(body)  # slices of a view are not copies: a content line is copied once
+    return b"".join((view[:cut], b',"rank":"', rank.encode(), b'"', view[cut:]))
 
 
 def fold(records: Iterable[_Record]) -> dict[str, _Record]:

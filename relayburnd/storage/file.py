@@ -274,7 +274,7 @@ class FileAdapter:
                 counts.inserted += 1
             else:
                 counts.updated += 1
-            line = batch.encoded(rec) + b"\n"
+            line = batch.encoded(rec)
             if isinstance(rec, ContentRecord):
                 content_parts.setdefault(rec.session_id, []).append(line)
                 content_rows.append((rec.session_id, rid, rec.rank))
@@ -292,7 +292,8 @@ class FileAdapter:
         ledger_st = None
         appended: dict[str, os.stat_result] = {}
         for name, lines in targets.items():
-            st = _append_durably(self.layout.root / name, b"".join(lines))
+            lines.append(b"")  # joined with newlines: every line ends with one
+            st = _append_durably(self.layout.root / name, b"\n".join(lines))
             if name == self.layout.ledger.name:
                 ledger_st = st
             else:
