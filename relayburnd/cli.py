@@ -276,6 +276,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "drain": ("relayburnd.commands.daemon", "drain"),
     "status": ("relayburnd.commands.daemon", "status"),
     "doctor": ("relayburnd.commands.daemon", "doctor"),
+    "ctl": ("relayburnd.commands.daemon", "ctl"),
     "archive": ("relayburnd.commands.archive", "archive"),
     "content": ("relayburnd.commands.content", "content"),
     "sessions": ("relayburnd.commands.reports", "sessions"),

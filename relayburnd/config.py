@@ -100,6 +100,12 @@ def _optional_days(value: str) -> int | None:
     return v
 
 
+def _optional_seconds(value: str) -> float | None:
+    if value.strip() == "":
+        return None
+    return _positive_float(value)
+
+
 def _size(value: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]i?[bB]?|[bB])?\s*", value)
     if not m:
@@ -192,6 +198,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a file must be idle before a still-open response is committed."),
     Setting("drain_timeout", "RELAYBURN_DRAIN_TIMEOUT", _positive_float, "20",
             "Seconds to keep flushing after SIGTERM before exiting."),
+    Setting("grace_period", "RELAYBURN_GRACE_PERIOD", _optional_seconds, "",
+            "Seconds the platform allows from `relayburnd ctl prestop` to SIGKILL (Kubernetes "
+            "terminationGracePeriodSeconds); the drain then ends 2 s before that."),
     Setting("metrics_addr", "RELAYBURN_METRICS_ADDR", _addr, "",
             "HOST:PORT for /metrics, /livez and /readyz (off when empty)."),
     Setting("log_format", "RELAYBURN_LOG_FORMAT", _choice(LOG_FORMATS), "auto",
@@ -233,6 +242,7 @@ class Settings:
     max_record_bytes: int
     idle_grace: float
     drain_timeout: float
+    grace_period: float | None
     metrics_addr: str
     log_format: str
     log_level: str

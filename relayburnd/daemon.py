@@ -22,9 +22,11 @@ first record. A Claude response still streaming is held by the parser; it is
 committed when its stream moves on, or once the file has been idle for
 ``idle_grace`` (the read is then ``final``), or at the final pass.
 
-Shutdown (first SIGTERM/SIGINT): keep tailing while files are still being
-written, until they are quiet for ``QUIET`` seconds or ``LINGER_SHARE`` of the
-drain budget passed; then a final pass over every file (``final``, and
+Shutdown (first SIGTERM/SIGINT): the drain budget is ``drain_timeout``, or
+less when ``relayburnd ctl prestop`` marked the start of the pod's shutdown
+(``prestop.py``). Keep tailing while files are still being written, until
+they are quiet for ``QUIET`` seconds or ``LINGER_SHARE`` of the drain budget
+passed; then a final pass over every file (``final``, and
 unterminated last lines consumed); then flush, retrying until the drain
 deadline. A second signal exits at once after committing what was
 acknowledged. The exit code is 0 when nothing read was left undelivered,
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from . import faults
+from . import faults, prestop
 from .checkpoint import Checkpointer
 from .config import Settings
 from .cursors import CursorStore
@@ -166,10 +168,13 @@ class Daemon:
         self.layout.ensure()
         lock = InstanceLock(self.layout.instance_lock).acquire()
         try:
+            if not self.oneshot:
+                prestop.clear(self.layout.prestop)  # a mark from an earlier shutdown
             self._install_signals()
             if self.settings.metrics_addr:
-                self._health = HealthServer.start(self.settings.metrics_addr, self.metrics,
-                                                  self.live)
+                self._health = HealthServer.start(
+                    self.settings.metrics_addr, self.metrics, self.live,
+                    on_prestop=None if self.oneshot else self._mark_prestop)
             self.hints.start()
             self.cursors = CursorStore(self.layout.cursors).load()
             self.checkpointer = Checkpointer(self.cursors, self.layout.cursors, self.metrics)
@@ -190,6 +195,9 @@ class Daemon:
         finally:
             self._shutdown_threads()
             lock.release()
+
+    def _mark_prestop(self) -> None:
+        prestop.mark(self.layout.prestop)
 
     def _names(self) -> tuple[str, ...]:
         return self.pipeline.source_names if self.pipeline else self.requested_sources
@@ -288,17 +296,22 @@ class Daemon:
 
     def _begin_drain(self, now: float, *, linger: bool) -> None:
         assert self.shipper is not None
-        self._drain_deadline = now + self.drain_timeout
+        budget, why = self.drain_timeout, "drain timeout"
+        if not self.oneshot:
+            budget, why = prestop.drain_budget(
+                self.layout.prestop, self.settings.grace_period, self.drain_timeout)
+        self._drain_deadline = now + budget
         self.shipper.set_deadline(self._drain_deadline)
-        self._linger_until = now + LINGER_SHARE * self.drain_timeout
+        self._linger_until = now + LINGER_SHARE * budget
         # look at least once more (events in flight, files not stat'ed yet) before
         # deciding that the agent has stopped writing
         self._linger_min = now + POLL_ACTIVE
         self.phase = Phase.LINGER if linger else Phase.RUN
         if not linger:
             self._start_final(now)
-        self.notifier.stopping(f"draining (deadline {self.drain_timeout:g}s)")
-        log.info("daemon.draining", deadline_s=self.drain_timeout, linger=linger)
+        self.notifier.stopping(f"draining (deadline {budget:.3g}s)")
+        log.info("daemon.draining", deadline_s=round(budget, 3), budget_from=why,
+                 linger=linger)
 
     def _start_final(self, now: float) -> None:
         assert self.scanner is not None and self.pipeline is not None

@@ -11,6 +11,10 @@ never waits for the main loop, and the main loop never waits for a scrape.
 * ``/healthz``: 200 when the sink accepted the last attempt and cursors.json
   could be written, else 503 with the reason; this is the probe for
   alerting, not for restarts.
+* ``/prestop`` (GET or POST): marks that the pod began stopping, like
+  ``relayburnd ctl prestop`` (``prestop.py``). A Kubernetes ``httpGet``
+  preStop hook on the *agent* container can call it, so the sidecar learns
+  when the grace period started even though its own SIGTERM comes later.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/livez": self.server.livez,
             "/readyz": self.server.readyz,
             "/healthz": self.server.healthz,
+            "/prestop": self.server.prestop,
         }.get(path)
         if route is None:
             self._send(404, "text/plain", "not found\n")
@@ -69,6 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
                       stage="health")
             reply = (500, "text/plain", "internal error\n")
         self._send(*reply)
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] == "/prestop":
+            self.do_GET()
+        else:
+            self._send(405, "text/plain", "only /prestop accepts POST\n")
 
     def _send(self, code: int, ctype: str, body: str) -> None:
         data = body.encode()
@@ -86,10 +97,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], metrics: Metrics, live: Liveness) -> None:
+    def __init__(self, addr: tuple[str, int], metrics: Metrics, live: Liveness,
+                 on_prestop: Callable[[], None] | None) -> None:
         super().__init__(addr, _Handler)
         self.metrics = metrics
         self.live = live
+        self.on_prestop = on_prestop
+
+    def prestop(self) -> tuple[int, str, str]:
+        if self.on_prestop is None:
+            return 404, "text/plain", "not found\n"
+        self.on_prestop()
+        log.info("daemon.prestop_marked", stage="shutdown")
+        return 200, "text/plain", "prestop marked\n"
 
     def metrics_page(self) -> tuple[int, str, str]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
@@ -119,19 +139,22 @@ class _Server(ThreadingHTTPServer):
 class HealthServer:
     """Serves the endpoints above from a background thread."""
 
-    def __init__(self, addr: str, metrics: Metrics, live: Liveness) -> None:
+    def __init__(self, addr: str, metrics: Metrics, live: Liveness,
+                 on_prestop: Callable[[], None] | None = None) -> None:
         host, _, port = addr.rpartition(":")
         self.addr = addr
-        self._server = _Server((host.strip("[]") or "127.0.0.1", int(port)), metrics, live)
+        self._server = _Server((host.strip("[]") or "127.0.0.1", int(port)), metrics, live,
+                               on_prestop)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                          kwargs={"poll_interval": 0.2},
                                          name="relayburnd-health", daemon=True)
 
     @classmethod
-    def start(cls, addr: str, metrics: Metrics, live: Liveness) -> HealthServer | None:
+    def start(cls, addr: str, metrics: Metrics, live: Liveness,
+              on_prestop: Callable[[], None] | None = None) -> HealthServer | None:
         """Start serving; a port that cannot be bound is logged, not fatal."""
         try:
-            server = cls(addr, metrics, live)
+            server = cls(addr, metrics, live, on_prestop)
         except OSError as exc:
             log.error("health.bind_failed", addr=addr, reason=exc.strerror or str(exc),
                       error_type="os_error", stage="startup")

@@ -66,6 +66,10 @@ class HomeLayout:
     def status(self) -> Path:
         return self.root / "status.json"
 
+    @property
+    def prestop(self) -> Path:
+        return self.root / "prestop.json"
+
     def ensure(self) -> HomeLayout:
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -114,6 +114,7 @@ BAD: dict[str, list[str]] = {
     "batch_max_bytes": ["lots", "0", "-5MiB", "1.5MiB"],
     "max_record_bytes": ["12 parsecs"],
     "idle_grace": ["-1", "nan", "later"],
+    "grace_period": ["0", "-5", "nan", "a minute"],
     "checkpoint_interval": ["-1", "nan", "soon"],
     "drain_timeout": ["0", "inf"],
     "metrics_addr": ["9464", "host:99999", "host:port"],

@@ -96,6 +96,35 @@ def drain(timeout: float | None, sources: tuple[str, ...]) -> None:
     _exit_with(result)
 
 
+@click.group("ctl")
+def ctl() -> None:
+    """Tell a running daemon on this RELAYBURN_HOME about the platform's lifecycle."""
+
+
+@ctl.command("prestop")
+@_handled
+def prestop_cmd() -> None:
+    """Mark that the pod began stopping (for a Kubernetes preStop hook).
+
+    At SIGTERM the daemon then drains for at most RELAYBURN_GRACE_PERIOD
+    seconds from this moment, minus 2 s, so it exits on its own before
+    SIGKILL even when the hook itself used part of the grace period.
+    """
+    from .. import prestop
+    from ..cli import get_settings
+    from ..home import HomeLayout
+
+    settings = get_settings()
+    layout = HomeLayout(settings.home).ensure()
+    prestop.mark(layout.prestop)
+    if settings.grace_period is None:
+        click.echo("prestop marked; RELAYBURN_GRACE_PERIOD is not set, so the drain "
+                   "keeps RELAYBURN_DRAIN_TIMEOUT")
+    else:
+        click.echo(f"prestop marked; the drain ends within {settings.grace_period:g} s "
+                   "of now, less 2 s")
+
+
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_handled

@@ -149,6 +149,46 @@ class TestShutdown:
             assert d.wait(30) == 0, d.output()
         assert_exactly_once(layout.home, [w])
 
+    @pytest.mark.parametrize("call", ["cli", "http"])
+    def test_f25_prestop_shortens_the_drain_to_the_grace_left(
+        self, tmp_path: Path, call: str
+    ) -> None:
+        """F25(b): prestop at T0 (``ctl prestop``, or ``/prestop`` as a preStop httpGet
+        hook calls it), SIGTERM at T0 + (TGPS - 8) s with the sink stuck: the drain ends by
+        T0 + TGPS - 2 s, not after RELAYBURN_DRAIN_TIMEOUT, and a restart delivers
+        everything once."""
+        layout = Layout.make(tmp_path)
+        w = Writer(layout.project() / "s.jsonl")
+        w.exchange()
+        grace = 12.0
+        env = {"RELAYBURN_DRAIN_TIMEOUT": "30", "RELAYBURN_GRACE_PERIOD": f"{grace:g}"}
+        with Daemon(layout, **env).start() as d:
+            wait_for(lambda: set(w.compactions) <= set(folded(layout.home, "compaction")), 5)
+            with store_locked(layout.home):
+                for _ in range(20):
+                    w.exchange()
+                if call == "cli":
+                    marked = run_relayburnd(layout, "ctl", "prestop", **env)
+                    assert marked.returncode == 0, marked.stderr
+                    assert "within 12 s" in marked.stdout
+                else:
+                    assert d.get("/prestop") == (200, "prestop marked\n")
+                t0 = time.monotonic()
+                time.sleep(grace - 8)
+                code, took = d.stop()
+                assert code == 75, d.output()
+                ended = time.monotonic() - t0
+            assert ended < grace - 2 + 1.5, f"drain ended {ended:.1f}s after prestop"
+            assert took > 2.0  # it drained (tried to deliver) rather than quitting at once
+        draining = [e for e in d.events() if e.get("event") == "daemon.draining"]
+        assert draining and draining[0]["budget_from"] == "grace period left after prestop"
+        # the mark belongs to that shutdown: the next daemon removes it and drains normally
+        with Daemon(layout).start() as d:
+            assert not (layout.home / "prestop.json").exists()
+            wait_for(d.caught_up, 20, what="catch-up")
+            assert d.stop()[0] == 0
+        assert_exactly_once(layout.home, [w])
+
     def test_f25_second_signal_exits_within_a_second(self, tmp_path: Path) -> None:
         """F25(c): with the sink stuck, a second SIGTERM exits promptly with a valid state."""
         layout = Layout.make(tmp_path)

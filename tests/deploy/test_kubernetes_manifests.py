@@ -100,6 +100,17 @@ class TestShutdownBudget:
         assert grace_seconds(bundle) >= settings_of(bundle).drain_timeout + 30 + 5
 
 
+    def test_the_agent_tells_the_sidecar_when_the_grace_period_began(self) -> None:
+        """The agent's preStop hook calls the sidecar's /prestop on the metrics port, and
+        RELAYBURN_GRACE_PERIOD is the Pod's grace period: a slow agent shortens the drain
+        instead of getting the sidecar killed mid-flush."""
+        bundle = Bundle.load(K8S)
+        hook = bundle.agent()["lifecycle"]["preStop"]["httpGet"]
+        assert hook["path"] == "/prestop"
+        assert hook["port"] == int(settings_of(bundle).metrics_addr.rpartition(":")[2])
+        assert settings_of(bundle).grace_period == grace_seconds(bundle)
+
+
 class TestProbes:
     def test_readiness_and_liveness_hit_readyz_and_livez_on_the_metrics_port(
             self, bundle: Bundle) -> None:
