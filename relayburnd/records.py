@@ -41,8 +41,12 @@ def short_hash(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _Record(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="kind"):
-    """Fields every shared record has."""
+class _Record(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="kind", gc=False):
+    """Fields every shared record has.
+
+    ``gc=False``: records hold strings, numbers and lists of tool calls, never
+    themselves, so the cyclic collector need not track the many a backfill makes.
+    """
 
     id: str
     rank: str = ""
@@ -55,7 +59,7 @@ class _Record(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="kind"
         return tuple(int(getattr(self, name) or 0) for name in self.rank_fields)
 
 
-class ToolCall(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ToolCall(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One tool invocation requested by a model response (arguments hashed, never stored)."""
 
     id: str
