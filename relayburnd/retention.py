@@ -5,7 +5,16 @@ everything, that an empty setting keeps content forever, how often the daemon
 prunes) is one policy; adapters only know how to delete content older than a
 cutoff, through ``prune_content(before_ms) -> int``. The file store rewrites
 its sidecars under its store lock (see ``storage/file.py``); SQL stores delete
-rows. An adapter without the method (``http``) prunes where the data lives.
+rows, oldest first, in short transactions; the ``http`` adapter asks the
+server to (``POST /v1/content/prune``, a token limited to neither read nor
+write).
+
+A store behind a server is the server's to keep: ``relayburnd serve`` applies
+its own ``RELAYBURN_CONTENT_TTL_DAYS`` hourly (``server/app.py``), so the
+hourly hook of a host shipping there does nothing. Otherwise every host would
+prune everybody's content by its own setting, the shortest winning, with a
+token a host should not need. ``content prune`` on such a host is an explicit
+request to the server.
 
 ``maybe_prune(settings)`` is the hook for long-running processes: it prunes
 at most once per ``PRUNE_INTERVAL_S`` (remembered in ``retention.json`` in
@@ -35,6 +44,7 @@ DAY_MS = 86_400_000
 CLEAR_ALL_MS = 2**63 - 1  # a cutoff after every timestamp: 0 days keeps nothing
 PRUNE_INTERVAL_S = 3600.0
 STATE_FILE = "retention.json"
+SERVER_KEPT = frozenset({"http"})  # stores whose server applies its own retention
 
 
 @runtime_checkable
@@ -103,6 +113,9 @@ def maybe_prune(
     """
     days = settings.content_ttl_days
     if days is None:
+        return None
+    if (adapter.name if adapter is not None else settings.storage) in SERVER_KEPT:
+        log.debug("content.prune_left_to_server", storage=settings.storage)
         return None
     now = int(time.time() * 1000) if now_ms is None else now_ms
     path = settings.home / STATE_FILE

@@ -93,20 +93,41 @@ class TestPrune:
             f"Error: --days {value!r}: expected a whole number of days >= 0 "
             "(0 removes all content)"]
 
-    def test_sql_store(self, tmp_path: Path) -> None:
-        """On SQLite, content is deleted by the adapter when it can, else a one-line error."""
+    @pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgres",
+                                                                marks=pytest.mark.postgres)])
+    def test_sql_stores(self, request: pytest.FixtureRequest, tmp_path: Path,
+                        storage: str) -> None:
+        """On SQLite and PostgreSQL, `content prune` deletes rows and counts them."""
+        from relayburnd.storage import open_adapter
+
+        env = {"RELAYBURN_STORAGE": storage, "RELAYBURN_SQLITE_PATH": str(tmp_path / "db")}
+        if storage == "postgres":
+            env["RELAYBURN_PG_DSN"] = request.getfixturevalue("pg_server").new_database()
+        adapter = open_adapter(settings(**{"storage": storage,
+                                           "sqlite_path": env["RELAYBURN_SQLITE_PATH"],
+                                           "pg_dsn": env.get("RELAYBURN_PG_DSN", "")}))
+        now = int(time.time() * 1000)
+        write(adapter, content("old", "s1", now - 9 * DAY, "x"), content("new", "s1", now, "y"),
+              content("other", "s2", now - 40 * DAY, "z"))
+        out = run_cli("content", "prune", "--days", "5", env=env).stdout
+        assert out.startswith("removed 2 content record(s) older than 5 day(s) (before ")
+        assert [r.text for r in adapter.content("s1")] == ["y"] and adapter.content("s2") == []
+        out = run_cli("content", "prune", "--days", "0", env=env).stdout
+        assert out == "removed all stored content: 1 record(s)\n"
+        assert adapter.content("s1") == []
+        adapter.close()
+
+    def test_sql_store_hourly(self, tmp_path: Path) -> None:
+        """The daemon's hourly hook prunes a SQL store like the file store."""
         from relayburnd.storage.sqlite import SqliteAdapter
 
-        env = {"RELAYBURN_STORAGE": "sqlite", "RELAYBURN_SQLITE_PATH": str(tmp_path / "db")}
-        adapter = SqliteAdapter(settings(storage="sqlite", sqlite_path=str(tmp_path / "db")))
-        write(adapter, content("old", "s1", NOW - 9 * DAY, "x"), content("new", "s1", NOW, "y"))
+        s = settings(storage="sqlite", sqlite_path=str(tmp_path / "db"), content_ttl_days=30)
+        adapter = SqliteAdapter(s)
+        write(adapter, content("old", "s", NOW - 31 * DAY, "x"), content("new", "s", NOW, "y"))
+        first = retention.maybe_prune(s, now_ms=NOW)  # opens its own adapter
+        assert first is not None and first.removed == 1
+        assert [r.text for r in adapter.content("s")] == ["y"]
         adapter.close()
-        proc = run_cli("content", "prune", "--days", "0", env=env, check=False)
-        if hasattr(SqliteAdapter, "prune_content"):
-            assert proc.stdout == "removed all stored content: 2 record(s)\n"
-        else:
-            assert proc.returncode == 2
-            assert proc.stderr.startswith("Error: RELAYBURN_STORAGE=sqlite: this store cannot")
 
 
 class TestWritersAndPrune:

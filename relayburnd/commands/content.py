@@ -1,7 +1,9 @@
 """``relayburnd content``: read a session's stored transcript, prune old content.
 
-``prune`` applies the retention rule of ``retention.py`` once, now; the daemon
-applies it by itself at most hourly. ``show`` prints what the store holds for
+``prune`` applies the retention rule of ``retention.py`` once, now, to any
+store (with ``RELAYBURN_STORAGE=http`` the server deletes, for a token limited
+to neither read nor write); the daemon applies it by itself at most hourly,
+and ``relayburnd serve`` to its own store. ``show`` prints what the store holds for
 one session, in conversation order; with ``content.store = hash-only`` that is
 hashes and lengths, never text.
 """

@@ -4,6 +4,14 @@ Handlers are coroutines; everything that blocks (inflating, decoding, the
 adapter's database calls) runs in the thread pool, so one slow batch never
 stalls the event loop that accepts the others. See ``server/__init__.py`` for
 why this stack, and ``http_wire`` for the wire format.
+
+Content retention of the store is the server's: every worker looks hourly
+whether ``RELAYBURN_CONTENT_TTL_DAYS`` calls for a prune (``retention.maybe_prune``,
+which remembers the last one in the server's RELAYBURN_HOME, so workers and
+restarts do not repeat it within the hour). The prune runs on a thread with a
+connection of its own, deleting in short transactions, so batches and queries
+go on meanwhile. ``POST /v1/content/prune`` prunes on request
+(``relayburnd content prune`` on a host with ``RELAYBURN_STORAGE=http``).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ConfigError, SinkError, SinkMisconfigured, SinkRejected, SinkUnavailable
 from ..logging import get_logger
 from ..records import Batch, Record, WriteResult, encode
+from ..retention import ContentPruner, maybe_prune
 from ..storage import http_wire as wire
 from ..storage.file import is_safe_session_id
 from .auth import ANONYMOUS, Identity, TokenSet, bearer, parse_tokens
@@ -46,6 +56,9 @@ log = get_logger("server")
 
 LISTING_CHUNK = 1000  # records per chunk of a streamed listing
 HEALTH_TTL = 1.0  # seconds a readiness answer is reused (probes come often)
+RETENTION_FIRST_CHECK = 5.0  # seconds after start before the first retention check
+RETENTION_CHECK_INTERVAL = 60.0  # seconds between checks (maybe_prune prunes hourly)
+PRUNE_SCOPES = ("read", "write")  # only a token limited to neither may delete content
 _TZ = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
 
 
@@ -147,12 +160,14 @@ class Api:
     """The endpoints, bound to one configuration, adapter pools and metrics."""
 
     def __init__(self, config: ServerConfig, pools: Pools, health: AdapterPool,
-                 metrics: ServerMetrics) -> None:
+                 metrics: ServerMetrics, open_store: Callable[[], StorageAdapter]) -> None:
         self.config = config
         self.pools = pools
         self.health = health
         self.metrics = metrics
+        self.open_store = open_store
         self.ingest = asyncio.Semaphore(2 * pools.writers.size)
+        self.pruning = asyncio.Lock()
         self._ready: tuple[float, ApiError | None] = (0.0, None)
         self._openapi = openapi_document()
 
@@ -171,8 +186,8 @@ class Api:
 
         return wrapped
 
-    def identify(self, request: Request, scope: str | None) -> Identity:
-        """The sender's identity; 401 without a valid token, 403 without ``scope``."""
+    def identify(self, request: Request, scope: str | tuple[str, ...] | None) -> Identity:
+        """The sender's identity; 401 without a valid token, 403 without ``scope`` (each)."""
         if self.config.tokens is None:
             return ANONYMOUS
         presented = bearer(request.headers.get("authorization"))
@@ -186,11 +201,14 @@ class Api:
                            "send Authorization: Bearer <token>" if presented is None
                            else "the token is not one this server accepts",
                            headers={"WWW-Authenticate": 'Bearer realm="relayburnd"'})
-        if scope is not None and not identity.may(scope):
+        wanted = (scope,) if isinstance(scope, str) else scope or ()
+        missing = [s for s in wanted if not identity.may(s)]
+        if missing:
             self.metrics.auth_failures.labels("forbidden").inc()
-            log.warning("request.forbidden", token_name=identity.name, scope=scope,
+            log.warning("request.forbidden", token_name=identity.name, scope=",".join(missing),
                         path=request.url.path)
-            raise ApiError(403, "forbidden", f"token {identity.name} may not {scope}")
+            what = " and ".join(wanted) if len(wanted) > 1 else wanted[0]
+            raise ApiError(403, "forbidden", f"token {identity.name} may not {what}")
         return identity
 
     @contextlib.asynccontextmanager
@@ -345,6 +363,40 @@ class Api:
                 raise _store_error(exc, "content") from None
         return _json(b"[" + b",".join(encode(r) for r in records) + b"]")
 
+    # ------------------------------------------------------------ retention
+
+    async def prune_content(self, request: Request) -> Response:
+        """Delete content older than ``before_ms``: one prune at a time, on its own connection."""
+        identity = self.identify(request, PRUNE_SCOPES)
+        try:
+            before_ms = wire.parse_prune(self._params(request))
+        except wire.BadParameter as exc:
+            raise ApiError(400, "invalid_parameter", str(exc)) from None
+        try:
+            await asyncio.wait_for(self.pruning.acquire(), self.config.request_timeout)
+        except TimeoutError:
+            raise ApiError(503, "server_busy", "a content prune is running; retry shortly",
+                           headers={"Retry-After": "5"}) from None
+        try:
+            removed = await run_in_threadpool(self._prune, before_ms)
+        except SinkError as exc:
+            raise _store_error(exc, "prune content") from None
+        finally:
+            self.pruning.release()
+        log.info("content.pruned", token_name=identity.name, removed=removed,
+                 before_ms=before_ms)
+        return _json(msgspec.json.encode(wire.ContentPruned(removed=removed,
+                                                            before_ms=before_ms)))
+
+    def _prune(self, before_ms: int) -> int:
+        adapter = self.open_store()
+        try:
+            if not isinstance(adapter, ContentPruner):  # every SQL adapter is one
+                raise SinkMisconfigured(f"{adapter.name} storage cannot prune content")
+            return adapter.prune_content(before_ms)
+        finally:
+            adapter.close()
+
     # ------------------------------------------------------------ health
 
     async def check_store(self) -> ApiError | None:
@@ -417,6 +469,28 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _json(wire.error_body("internal_error", "the server failed; its log says why"), 500)
 
 
+async def retention_loop(settings: Settings) -> None:
+    """Apply ``RELAYBURN_CONTENT_TTL_DAYS`` to the store, checking every minute.
+
+    ``maybe_prune`` prunes at most hourly, opens and closes its own adapter and
+    never raises. It runs on a daemon thread rather than the request thread
+    pool: a stop does not wait for a long prune, whose open transaction the
+    database rolls back when the process goes (what was committed stays).
+    """
+    if settings.content_ttl_days is None:
+        return
+    with contextlib.suppress(OSError):  # where maybe_prune keeps the time of the last prune
+        settings.home.mkdir(parents=True, exist_ok=True)
+    await asyncio.sleep(RETENTION_FIRST_CHECK)
+    thread: threading.Thread | None = None
+    while True:
+        if thread is None or not thread.is_alive():
+            thread = threading.Thread(target=maybe_prune, args=(settings,),
+                                      name="relayburnd-retention", daemon=True)
+            thread.start()
+        await asyncio.sleep(RETENTION_CHECK_INTERVAL)
+
+
 def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> ASGIApp:
     """The server for ``settings``; ``ConfigError``/``SinkError`` if it cannot run."""
     from ..storage import open_adapter
@@ -429,7 +503,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> ASGIApp
     pools = Pools(make, config.storage, config.writers)
     health = AdapterPool(make, 1, "database connection for health checks")
     metrics = ServerMetrics()
-    api = Api(config, pools, health, metrics)
+    api = Api(config, pools, health, metrics, make)
     h = api.handler
     routes = [
         Route(wire.BATCHES_PATH, h(api.post_batches), methods=["POST"]),
@@ -437,6 +511,7 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> ASGIApp
           for kind, (path, _) in wire.LISTINGS.items()),
         Route(wire.SUMMARY_PATH, h(api.summary), methods=["GET"]),
         Route(wire.CONTENT_PATH, h(api.content), methods=["GET"]),
+        Route(wire.PRUNE_PATH, h(api.prune_content), methods=["POST"]),
         Route(wire.HEALTH_PATH, h(api.v1_health), methods=["GET"]),
         Route("/healthz", h(api.healthz), methods=["GET"]),
         Route("/readyz", h(api.readyz), methods=["GET"]),
@@ -449,10 +524,14 @@ def create_app(settings: Settings, *, insecure_no_auth: bool = False) -> ASGIApp
         err = await api.check_store()
         log.info("server.started", storage=config.storage, writers=pools.writers.size,
                  tokens=len(config.tokens) if config.tokens is not None else None,
-                 store_ready=err is None)
+                 store_ready=err is None, content_ttl_days=settings.content_ttl_days)
+        upkeep = asyncio.create_task(retention_loop(settings))
         try:
             yield
         finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
             pools.close()
             health.close()
 

@@ -52,7 +52,7 @@ def _constrain(name: str, prop: str, schema: dict[str, Any]) -> None:
 def _components() -> dict[str, Any]:
     _, comps = msgspec.json.schema_components(
         [wire.BatchBody, wire.BatchAccepted, wire.ErrorBody, wire.StreamEnd, wire.Health,
-         SummaryResult, list[ContentRecord]],
+         wire.ContentPruned, SummaryResult, list[ContentRecord]],
         ref_template=REF,
     )
     for name in [*_RECORD_SCHEMAS, "ToolCall"]:
@@ -148,6 +148,21 @@ def _paths() -> dict[str, Any]:
                         "content": {wire.JSON: {"schema": {"type": "array",
                                                            "items": _ref("ContentRecord")}}}},
                 **_errors(400, 401, 403, 404, 503),
+            },
+        }},
+        wire.PRUNE_PATH: {"post": {
+            "operationId": "pruneContent",
+            "summary": "Delete stored content records older than before_ms.",
+            "description": "Needs a token limited to neither read nor write. Deletes in "
+                           "short transactions, oldest first; asking again is harmless.",
+            "parameters": [{**_query("before_ms", {"type": "integer", "minimum": wire.INT64_MIN,
+                                                   "maximum": wire.INT64_MAX},
+                                     "Epoch milliseconds: content with an earlier timestamp "
+                                     "is deleted."), "required": True}],
+            "responses": {
+                "200": {"description": "deleted; how many",
+                        "content": {wire.JSON: {"schema": _ref("ContentPruned")}}},
+                **_errors(400, 401, 403, 503),
             },
         }},
         wire.HEALTH_PATH: {"get": {

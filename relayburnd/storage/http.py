@@ -32,7 +32,10 @@ for a write (a small answer after the commit) bounds the whole exchange. The
 server gives up on a request before that (``RELAYBURN_SERVER_REQUEST_TIMEOUT``).
 
 Reads go through the server's query endpoints, so ``summary`` and the other
-reports work the same as on a local store. Listings are streamed (NDJSON), with
+reports work the same as on a local store. ``prune_content`` asks the server to
+delete content older than a cutoff (``relayburnd content prune``); the server
+also applies its own ``RELAYBURN_CONTENT_TTL_DAYS`` hourly, so a host's daemon
+leaves retention of the shared store to it (``retention.py``). Listings are streamed (NDJSON), with
 a closing line that tells a complete listing from a cut one.
 
 The token is sent only in the Authorization header; it never appears in a log
@@ -85,8 +88,10 @@ MAX_BYTES = 2 * 1024 * 1024
 GZIP_LEVEL = 1
 CONNECT_TIMEOUT = 5.0
 IO_TIMEOUT = 30.0
+PRUNE_TIMEOUT = 600.0  # a first prune of a large store deletes millions of rows
 
 R = TypeVar("R", bound=Record)
+PRUNE_WHERE = "prune content"
 
 
 class Outcome(enum.Enum):
@@ -267,10 +272,11 @@ class HttpAdapter:
                    "RELAYBURN_HTTP_TOKEN is empty and the server requires a token; set it")
             raise SinkMisconfigured(f"{said}; {fix}")
         if status == 403:
-            limit = ":read" if where == "write batches" else ":write"
+            limit = {"write batches": "with :read", PRUNE_WHERE: "with :read or :write"}.get(
+                where, "with :write")
             raise SinkMisconfigured(
                 f"{said}; set RELAYBURN_HTTP_TOKEN to a token the server allows to {where} "
-                f"(one not limited with {limit} in its RELAYBURN_SERVER_TOKENS)"
+                f"(one not limited {limit} in its RELAYBURN_SERVER_TOKENS)"
             )
         if status == 404:
             raise SinkMisconfigured(
@@ -422,6 +428,22 @@ class HttpAdapter:
             return wire.decode_summary(resp.content)
         except msgspec.DecodeError as exc:
             raise SinkUnavailable(f"{self.label}: read the summary: unreadable answer ({exc})"
+                                  ) from None
+
+    # ------------------------------------------------------------ retention
+
+    def prune_content(self, before_ms: int) -> int:
+        """Have the server delete its content older than ``before_ms``; how many it deleted."""
+        resp = self._request(PRUNE_WHERE, "POST", wire.PRUNE_PATH,
+                             params={"before_ms": str(before_ms)},
+                             timeout=httpx.Timeout(PRUNE_TIMEOUT, connect=CONNECT_TIMEOUT))
+        if resp.status_code != 200:
+            self._raise_for(PRUNE_WHERE, resp)
+        try:
+            return msgspec.json.decode(resp.content, type=wire.ContentPruned).removed
+        except msgspec.DecodeError as exc:
+            # Deleted or not, asking again is safe.
+            raise SinkUnavailable(f"{self.label}: {PRUNE_WHERE}: unreadable answer ({exc})"
                                   ) from None
 
     # ------------------------------------------------------------ lifecycle

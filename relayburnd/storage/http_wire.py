@@ -17,6 +17,10 @@ Wire rules:
   dropped connection, a server stopped mid-way), so the client can tell a
   complete listing from a truncated one even after a 200. A store that fails
   mid-listing ends the stream with an ``ErrorBody`` line instead.
+* ``POST /v1/content/prune?before_ms=N`` deletes the stored content records
+  older than ``N`` (epoch ms) and answers ``ContentPruned``. Only a token
+  without a ``:read`` or ``:write`` limit may: a host's write-only token
+  cannot delete the others' content.
 * Filters travel as query parameters: an absent parameter means "any", a
   present empty one means "equal to the empty string" (``project=`` selects
   records without a project), exactly as ``Filter`` distinguishes None from "".
@@ -37,6 +41,7 @@ BATCHES_PATH = f"{API}/batches"
 SUMMARY_PATH = f"{API}/summary"
 HEALTH_PATH = f"{API}/health"
 CONTENT_PATH = API + "/sessions/{session_id}/content"
+PRUNE_PATH = f"{API}/content/prune"
 # record kind -> (listing path, adapter method); the order is the API's.
 LISTINGS: dict[str, tuple[str, str]] = {
     "turn": (f"{API}/turns", "turns"),
@@ -101,6 +106,13 @@ class StreamEnd(msgspec.Struct):
 
     end: bool
     count: int
+
+
+class ContentPruned(msgspec.Struct):
+    """The answer to ``POST /v1/content/prune``: content records deleted, and the cutoff."""
+
+    removed: int
+    before_ms: int
 
 
 class Health(msgspec.Struct):
@@ -210,6 +222,19 @@ def parse_filter(params: Mapping[str, list[str]], allowed: Sequence[str] = FILTE
     )
 
 
+def parse_prune(params: Mapping[str, list[str]]) -> int:
+    """The ``before_ms`` of ``POST /v1/content/prune``; ``BadParameter`` if missing or invalid."""
+    unknown = sorted(set(params) - {"before_ms"})
+    if unknown:
+        raise BadParameter(
+            f"unknown parameter(s) {', '.join(u[:40] for u in unknown[:5])}; valid: before_ms"
+        )
+    before = _int64(params, "before_ms")
+    if before is None:
+        raise BadParameter("before_ms: required (epoch milliseconds; older content is deleted)")
+    return before
+
+
 def parse_summary(params: Mapping[str, list[str]]) -> SummarySpec:
     """The ``SummarySpec`` of ``GET /v1/summary``; ``BadParameter`` if invalid.
 
@@ -285,10 +310,12 @@ __all__ = [
     "JSON",
     "LISTINGS",
     "NDJSON",
+    "PRUNE_PATH",
     "SUMMARY_PATH",
     "BadParameter",
     "BatchAccepted",
     "BatchBody",
+    "ContentPruned",
     "ErrorBody",
     "Health",
     "KindCounts",
@@ -296,6 +323,7 @@ __all__ = [
     "StreamEnd",
     "filter_params",
     "parse_filter",
+    "parse_prune",
     "parse_summary",
     "summary_params",
 ]

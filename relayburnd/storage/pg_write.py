@@ -75,33 +75,40 @@ class KindBatch:
     """One kind of a folded batch: records in id order, encoded as the COPY asks for them.
 
     Encoding inside the COPY loop lets Python build the next rows while the
-    server stores the previous ones; rows are kept for a second pass (the
-    staging merge after a lost race).
+    server stores the previous ones. A row lives only until the COPY has
+    taken it: rows kept for a second pass (a staging merge after a lost race,
+    rare) would let thousands of tuples pile up per batch and set off the
+    garbage collector, whose passes over the process's objects cost more than
+    encoding again (measured). A turn's tool-call rows are built in the same
+    pass, from its encoded id, and kept until their own COPY follows.
     """
 
     def __init__(self, codec: RowCodec, records: list[Record]) -> None:
         self.spec = codec.spec
         self.records = records
         self._codec = codec
-        self._rows: list[Row | None] = [None] * len(records)
+        self._calls: list[Row] = []
 
     def rows_of(self, picks: Sequence[int]) -> Iterator[Row]:
-        rows, encode, records = self._rows, self._codec.encode, self.records
+        """Rows of the picked records; for turns, collects their tool-call rows."""
+        encode, records = self._codec.encode, self.records
+        self._calls = calls = []
+        if not self.spec.is_turns:
+            for i in picks:
+                yield encode(records[i])
+            return
+        call_rows = self._codec.tool_call_rows
         for i in picks:
-            row = rows[i]
-            if row is None:
-                row = rows[i] = encode(records[i])
+            rec = records[i]
+            row = encode(rec)
+            if rec.tool_calls:  # type: ignore[union-attr]
+                calls.extend(call_rows(rec, row[0]))  # type: ignore[arg-type]
             yield row
 
-    def calls_of(self, picks: Sequence[int]) -> list[Row]:
-        if not self.spec.is_turns:
-            return []
-        out: list[Row] = []
-        for i in picks:
-            rec = self.records[i]
-            if rec.tool_calls:  # type: ignore[union-attr]
-                out.extend(self._codec.tool_call_rows(rec))  # type: ignore[arg-type]
-        return out
+    def calls_of(self) -> list[Row]:
+        """The tool-call rows of the turns the last ``rows_of`` went through."""
+        calls, self._calls = self._calls, []
+        return calls
 
 
 def stage_batch(codecs: dict[str, RowCodec], records: Sequence[Record]) -> list[KindBatch]:
@@ -121,11 +128,16 @@ class MergeSql:
         stage = stage_table(spec.table)
         self.copy_types = [t for col in spec.fields for t in _PG_TYPES[col.type]]
         # One primary-key probe per id (a scalar subquery cannot become a scan of
-        # the table); positions come back instead of ids, which load faster.
+        # the table); positions come back instead of ids, which load faster. The
+        # ids travel as one byte string, 16 bytes each: an array of 5,000 strings
+        # cost the client more to send than the server takes to probe them (the
+        # library checks each element for quoting; measured), and text would be
+        # cut by character position, which PostgreSQL finds by counting from the
+        # start.
         self.lookup = (
-            f'SELECT n, r FROM (SELECT i.n, (SELECT x."rank" FROM {spec.table} x '
-            "WHERE x.id = i.id) AS r FROM unnest(%s::uuid[]) WITH ORDINALITY AS i(id, n)) s "
-            "WHERE r IS NOT NULL"
+            f'SELECT n, r FROM (SELECT g.n, (SELECT x."rank" FROM {spec.table} x '
+            "WHERE x.id = encode(substring(%s::bytea FROM g.n * 16 - 15 FOR 16), 'hex')::uuid"
+            ") AS r FROM generate_series(1, %s::integer) AS g(n)) s WHERE r IS NOT NULL"
         )
         self.copy_direct = f"COPY {spec.table} ({cols}) FROM STDIN (FORMAT BINARY)"
         self.copy_stage = f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)"
@@ -177,7 +189,7 @@ def _merge_staged(cur: Cursor, merge: MergeSql, kb: KindBatch, picks: list[int])
         row = cur.execute(merge.merge).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
-    calls = kb.calls_of(picks)
+    calls = kb.calls_of()
     if calls:
         _copy(cur, _STAGE_TOOL_CALLS, _TOOL_CALL_TYPES, calls)
     cur.execute(merge.merge)
@@ -193,7 +205,7 @@ def _copy_new(conn: Conn, cur: Cursor, merge: MergeSql, kb: KindBatch, picks: li
     try:
         with conn.transaction():  # a savepoint: a failed COPY leaves the batch intact
             _copy(cur, merge.copy_direct, merge.copy_types, kb.rows_of(picks))
-            calls = kb.calls_of(picks)
+            calls = kb.calls_of()
             if calls:
                 _copy(cur, _COPY_TOOL_CALLS, _TOOL_CALL_TYPES, calls)
     except pg_errors.UniqueViolation:
@@ -209,7 +221,8 @@ def _write_kind(conn: Conn, cur: Cursor, merge: MergeSql, kb: KindBatch) -> tupl
         return len(everything), 0
     ids = [r.id for r in kb.records]
     stored: dict[str, str] = {
-        ids[int(n) - 1]: rank for n, rank in cur.execute(merge.lookup, [ids]).fetchall()
+        ids[int(n) - 1]: rank
+        for n, rank in cur.execute(merge.lookup, [bytes.fromhex("".join(ids)), len(ids)]).fetchall()
     }
     new = [i for i, rid in enumerate(ids) if rid not in stored]
     newer = [i for i, rid in enumerate(ids) if rid in stored and kb.records[i].rank > stored[rid]]

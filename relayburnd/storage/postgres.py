@@ -8,6 +8,12 @@ reader never holds a transaction open.
 
 The adapter connects on first use (a daemon may start while the database is
 down); ``healthcheck()`` connects, migrates if needed and checks the schema.
+
+``prune_content(before_ms)`` deletes content older than the cutoff oldest
+first, ``PRUNE_CHUNK`` rows per transaction, each within the call deadline: a
+first prune of a large store cannot outlive ``statement_timeout`` and fail
+every hour, and whatever interrupts it, the store holds all content from
+some (ts, id) on, never a hole in a conversation.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .sql_query import (
     group_tool_calls,
     page_query,
     tool_calls_query,
+    where_clause,
 )
 from .sql_summary import summarize_sql
 
@@ -49,17 +56,33 @@ _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 # time spent compiling plans that run once.
 _REPORT_SETTINGS = ("SET LOCAL work_mem = '64MB'", "SET LOCAL jit = off")
 
-# Message ids of main-thread responses that a sidechain turn replays, found by
-# merging the sidechain and main-thread message-id indexes. The report then
-# skips sidechain turns with these ids: a condition on constants, which
-# PostgreSQL hashes and evaluates in parallel workers (a correlated subquery
-# would keep the scan in one process).
+# Message ids of main-thread responses that a sidechain turn in the report
+# replays: the message ids of the report's sidechain turns (through a partial
+# index on sidechain turns, a tenth of the rows) are hashed, and one parallel
+# scan of the main-thread turns probes them. There is no index on the main
+# thread's message ids: it held nine tenths of the rows and cost every write
+# more than this scan costs a report (migration 0002, docs/scaling.md). A
+# report whose filter holds no sidechain turn skips the scan (an empty hash
+# ends the join). The report then skips sidechain turns with these ids: a
+# condition on constants, which PostgreSQL hashes and evaluates in parallel
+# workers (a correlated subquery would keep the scan in one process).
 _REPLAYED = (
-    "SELECT DISTINCT s.message_id FROM turns s "
-    "WHERE s.is_sidechain AND s.message_id <> '' AND EXISTS "
-    "(SELECT 1 FROM turns m WHERE NOT m.is_sidechain AND m.message_id = s.message_id)"
+    "SELECT DISTINCT m.message_id FROM turns m "
+    "WHERE NOT m.is_sidechain AND m.message_id IN "
+    "(SELECT t.message_id FROM turns t WHERE t.is_sidechain AND t.message_id <> '' AND {where})"
 )
+# The planner expects most sidechain ids to match (a few do) and would gather
+# that many rows from the workers; their cost is the scan, not the gathering.
+_REPLAYED_SETTINGS = ("SET LOCAL parallel_tuple_cost = 0",)
+_REPLAYED_RESET = ("SET LOCAL parallel_tuple_cost TO DEFAULT",)
 _MAX_INLINE_REPLAYS = 20_000  # beyond this the billable_turns view does it
+
+PRUNE_CHUNK = 10_000  # content rows deleted per transaction
+# The oldest rows first, found through the content_ts index.
+_PRUNE = (
+    "DELETE FROM content WHERE id = ANY(ARRAY("
+    "SELECT id FROM content WHERE ts < %s ORDER BY ts, id LIMIT %s))"
+)
 
 
 def migrate_postgres(settings: Settings, timeouts: PgTimeouts | None = None) -> list[str]:
@@ -89,6 +112,7 @@ class PostgresAdapter(RecordQueries):
         self._codecs = {kind: RowCodec(spec, "postgres") for kind, spec in SPECS.items()}
         self._merges = {kind: MergeSql(spec) for kind, spec in SPECS.items()}
         self.page_size = page_size
+        self.prune_chunk = PRUNE_CHUNK
 
     def __repr__(self) -> str:
         return f"PostgresAdapter({self._dsn.label!r})"
@@ -158,7 +182,13 @@ class PostgresAdapter(RecordQueries):
                 cur.execute(_SNAPSHOT)  # one snapshot for every query of the report
                 for setting in _REPORT_SETTINGS:
                     cur.execute(setting)
-                replayed = [str(r[0]) for r in cur.execute(_REPLAYED).fetchall()]
+                for setting in _REPLAYED_SETTINGS:
+                    cur.execute(setting)
+                where, params = where_clause(POSTGRES, SPECS["turn"], spec.filter)
+                replayed = [str(r[0]) for r in cur.execute(
+                    _REPLAYED.format(where=where), params or None).fetchall()]
+                for setting in _REPLAYED_RESET:
+                    cur.execute(setting)
                 source, billable = "turns", ""
                 if len(replayed) > _MAX_INLINE_REPLAYS:
                     source = "billable_turns"
@@ -175,6 +205,24 @@ class PostgresAdapter(RecordQueries):
                 return summarize_sql(POSTGRES, spec, query, source=source, billable=billable)
 
         return self._session.call("summary", run)
+
+    # ------------------------------------------------------------ retention
+
+    def prune_content(self, before_ms: int) -> int:
+        """Delete content records with ``ts < before_ms``; how many were deleted."""
+        limit = self.prune_chunk
+
+        def chunk(conn: Conn) -> int:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_PRUNE, [before_ms, limit])
+                return cur.rowcount
+
+        removed = 0
+        while True:
+            n = self._session.call("prune content", chunk)
+            removed += n
+            if n < limit:
+                return removed
 
     # ------------------------------------------------------------ lifecycle
 

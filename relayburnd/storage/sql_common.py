@@ -259,9 +259,13 @@ class RowCodec:
             kwargs["tool_calls"] = tool_calls or []
         return self.spec.record_type(**kwargs)
 
-    def tool_call_rows(self, turn: Turn) -> list[Row]:
-        """Child rows of a turn's tool calls: (turn id, position, call fields)."""
-        turn_id: str | bytes = id_bytes(turn.id) if self._id_bytes else turn.id
+    def tool_call_rows(self, turn: Turn, turn_id: str | bytes | None = None) -> list[Row]:
+        """Child rows of a turn's tool calls: (turn id, position, call fields).
+
+        ``turn_id`` is the id as the turn's own row holds it, when already encoded.
+        """
+        if turn_id is None:
+            turn_id = id_bytes(turn.id) if self._id_bytes else turn.id
         return [
             (turn_id, seq, c.id, c.name, c.args_sha256, c.args_bytes)
             for seq, c in enumerate(turn.tool_calls)

@@ -5,6 +5,12 @@ a write is one ``BEGIN IMMEDIATE`` transaction, so it takes the write lock
 before reading what is stored and its inserted/updated/unchanged counts are
 exact even with another process writing the same file. ``synchronous=FULL``
 makes a returned write durable, as the adapter contract requires.
+
+``prune_content(before_ms)`` deletes content older than the cutoff oldest
+first, ``PRUNE_CHUNK`` rows per ``BEGIN IMMEDIATE`` transaction: a writer
+waits for one chunk at most, never for a whole first prune of a large store,
+and whatever a failure interrupts, the store holds all content from some
+(ts, id) on, never a hole in a conversation.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_S = 5.0
 _CHUNK = 500  # ids per IN (...) list, far below SQLite's variable limit
+PRUNE_CHUNK = 10_000  # content rows deleted per transaction
 
 # Primary result codes (sqlite3 exceptions carry the extended code).
 _TRANSIENT = {5, 6, 10, 13, 15}  # BUSY, LOCKED, IOERR, FULL, PROTOCOL
@@ -169,6 +176,7 @@ class SqliteAdapter(RecordQueries):
         self._upserts = {kind: _upsert_sql(spec) for kind, spec in SPECS.items()}
         self._conn: sqlite3.Connection | None = None
         self.page_size = PAGE_SIZE
+        self.prune_chunk = PRUNE_CHUNK
         with self._lock:
             self._connection()
 
@@ -281,6 +289,26 @@ class SqliteAdapter(RecordQueries):
             finally:
                 conn.execute("COMMIT")
 
+    # ------------------------------------------------------------ retention
+
+    def prune_content(self, before_ms: int) -> int:
+        """Delete content records with ``ts < before_ms``; how many were deleted."""
+        removed = 0
+        while True:
+            with self._lock, _map_errors(f"{self._where}: prune content"):
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    n = conn.execute(_PRUNE_SQL, (before_ms, self.prune_chunk)).rowcount
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            removed += n
+            if n < self.prune_chunk:
+                return removed
+
     # ------------------------------------------------------------ lifecycle
 
     def healthcheck(self) -> None:
@@ -292,6 +320,13 @@ class SqliteAdapter(RecordQueries):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+# The oldest rows first (the content_ts index), so an interrupted prune leaves no gap.
+_PRUNE_SQL = (
+    "DELETE FROM content WHERE id IN "
+    "(SELECT id FROM content WHERE ts < ? ORDER BY ts, id LIMIT ?)"
+)
 
 
 def _upsert_sql(spec: TableSpec) -> str:

@@ -315,6 +315,57 @@ class TestContent:
         assert store.content("other") == []
 
 
+# ------------------------------------------------------------------ retention
+
+
+class TestPrune:
+    """``prune_content(before_ms)``: content older than the cutoff goes, nothing else does."""
+
+    def test_old_content_goes_the_rest_stays(self, store: StorageAdapter) -> None:
+        """Content before the cutoff is deleted and counted; later content and other kinds
+        stay exactly as they were; a second prune finds nothing."""
+        recs = corpus(seed=18, n=60)
+        cutoff = EDGES[3]
+        edge = seal(ContentRecord(id=make_id("edge"), source="claude", session_id="sess-1",
+                                  ts=cutoff, message_id="m", role="user", block_type="text",
+                                  text="exactly at the cutoff"))
+        just = seal(ContentRecord(id=make_id("just"), source="claude", session_id="sess-1",
+                                  ts=cutoff - 1, message_id="m", role="user",
+                                  block_type="text", text="a millisecond before"))
+        recs += [edge, just]  # type: ignore[list-item]
+        write(store, recs, 101)
+        sessions = content_sessions(recs)
+        old = {r.id for r in fold(recs).values()
+               if isinstance(r, ContentRecord) and r.ts < cutoff}
+        assert just.id in old and edge.id not in old and 0 < len(old) < len(sessions) * 60
+        assert store.prune_content(cutoff) == len(old)  # type: ignore[attr-defined]
+        kept = [r for r in recs if r.id not in old]
+        assert state(store, sessions) == expected_state(kept, sessions)
+        assert store.prune_content(cutoff) == 0  # type: ignore[attr-defined]
+        # re-delivered after the prune (a host that re-read its logs): stored again, once
+        again = [r for r in fold(recs).values() if r.id in old]
+        assert store.write(Batch(again)).as_dict()["content"]["inserted"] == len(old)
+        assert state(store, sessions) == expected_state(recs, sessions)
+
+    def test_clear_all(self, store: StorageAdapter) -> None:
+        """The "keep none" cutoff removes every content record, future ones too."""
+        from relayburnd.retention import CLEAR_ALL_MS
+
+        recs = [seal(ContentRecord(id=make_id("clear", i), source="codex",
+                                   session_id=f"s-{i % 2}", ts=ts, message_id="m", seq=i,
+                                   role="assistant", block_type="text", text=f"t{i}"))
+                for i, ts in enumerate([-5, 0, 1, ms("2024-01-01T00:00:00"), 4_102_444_800_000])]
+        turns = [turn(random.Random(19), 1)]
+        store.write(Batch([*recs, *turns]))  # type: ignore[list-item]
+        assert store.prune_content(CLEAR_ALL_MS) == 5  # type: ignore[attr-defined]
+        assert store.content("s-0") == store.content("s-1") == []
+        assert list(store.turns()) == turns
+
+    def test_empty_store(self, store: StorageAdapter) -> None:
+        """Pruning a store without content removes nothing."""
+        assert store.prune_content(ms("2030-01-01T00:00:00")) == 0  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------ summary
 
 BYS = [("day",), ("day", "model"), ("week", "source"), ("month", "project"), ("model",),

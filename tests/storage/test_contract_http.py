@@ -23,6 +23,7 @@ from test_contract import (  # noqa: F401  (collected here on the HTTP stores)
     TestConvergence,
     TestFilters,
     TestHealth,
+    TestPrune,
     TestRoundTrip,
     TestSummary,
     TestWrite,

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ from storage_corpus import corpus, turn
 from storage_net import freezable_proxy, silent_server
 from storage_support import (
     PgServer,
+    assert_same_summary,
     content_sessions,
     expected_state,
     pg_settings,
@@ -32,7 +34,7 @@ from relayburnd.errors import (
     SinkRejected,
     SinkUnavailable,
 )
-from relayburnd.records import Batch, Turn, encode, seal
+from relayburnd.records import Batch, ContentRecord, Turn, encode, fold, make_id, seal
 from relayburnd.storage.migrations import load, migrate
 from relayburnd.storage.pg_conn import PgTimeouts
 from relayburnd.storage.postgres import PostgresAdapter
@@ -153,6 +155,48 @@ class TestMigrations:
             assert "999" in message and "upgrade relayburnd" in message
         with pytest.raises(SchemaTooNew):
             migrate(settings)
+        adapter.close()
+
+
+class TestUpgrade:
+    def test_version_1_database_upgrades(self, pg_server: PgServer, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """A database written at schema 1 is migrated when an adapter opens it: the
+        indexes of schema 2 replace the old ones, and every record and report stays."""
+        from relayburnd.reports import summarize
+        from relayburnd.storage import migrations, pg_schema
+        from relayburnd.storage.base import SummarySpec
+
+        dsn = pg_server.new_database()
+        first = load("postgres")[:1]
+        with monkeypatch.context() as m:
+            for module in (migrations, pg_schema):
+                m.setattr(module, "load", lambda dialect: first)
+            m.setattr(pg_schema, "latest", lambda dialect: 1)
+            old = adapter_for(dsn, tmp_path)
+            records = corpus(seed=32, n=150)
+            old.write(Batch(records))
+            old.close()
+        with psycopg.connect(dsn) as conn:
+            assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1]
+        adapter = adapter_for(dsn, tmp_path)
+        adapter.healthcheck()
+        with psycopg.connect(dsn) as conn:
+            indexes = dict(conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'turns'"
+            ).fetchall())
+            versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        assert versions == list(range(1, len(ALL_MIGRATIONS) + 1))
+        assert "turns_main_message" not in indexes
+        assert indexes["turns_session"].endswith("(session_id)")
+        assert indexes["turns_side_message"].endswith(
+            "WHERE (is_sidechain AND (message_id <> ''::text))")
+        sessions = content_sessions(records)
+        assert state(adapter, sessions) == expected_state(records, sessions)
+        turns = [r for r in fold(records).values() if isinstance(r, Turn)]
+        for by in [("day", "model"), ("session",)]:
+            spec = SummarySpec(by=by, tz="Asia/Tokyo")
+            assert_same_summary(adapter.summary(spec), summarize(turns, spec))
         adapter.close()
 
 
@@ -382,3 +426,60 @@ class TestConvergence:
         assert count(dsn) == len({r.id for r in records if isinstance(r, Turn)})
         adapter.close()
 
+
+
+class TestPrune:
+    @staticmethod
+    def contents(n: int) -> list[ContentRecord]:
+        rnd = random.Random(31)
+        out = []
+        for i in range(n):
+            rec = seal(ContentRecord(id=make_id("prune", i), source="claude",
+                                     session_id=f"s{i % 3}", ts=1_000 + rnd.randrange(20),
+                                     message_id="m", seq=i, role="user", block_type="text",
+                                     text=f"text {i}"))
+            assert isinstance(rec, ContentRecord)
+            out.append(rec)
+        return out
+
+    @staticmethod
+    def left(adapter: PostgresAdapter) -> list[ContentRecord]:
+        return sorted((r for s in ("s0", "s1", "s2") for r in adapter.content(s)),
+                      key=lambda r: (r.ts, r.id))
+
+    def test_chunks(self, store_pg: PostgresAdapter) -> None:
+        """Deleting in chunks removes and counts every old row, a last full chunk included."""
+        recs = self.contents(28)
+        store_pg.write(Batch(recs))  # type: ignore[arg-type]
+        store_pg.prune_chunk = 7
+        assert store_pg.prune_content(1_010) == sum(r.ts < 1_010 for r in recs)
+        assert store_pg.prune_content(2_000) == sum(r.ts >= 1_010 for r in recs)
+        assert self.left(store_pg) == []
+
+    def test_interrupted_prune_leaves_the_newest(self, store_pg: PostgresAdapter) -> None:
+        """A connection lost in the third chunk: exactly the oldest two chunks are gone, and
+        the next prune finishes the job on a new connection."""
+        recs = self.contents(30)
+        store_pg.write(Batch(recs))  # type: ignore[arg-type]
+        store_pg.prune_chunk = 5
+        session = store_pg._session
+        real = session.call
+        calls = 0
+
+        def killed(conn: Any) -> Any:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        def call(where: str, fn: Any) -> Any:
+            nonlocal calls
+            if where == "prune content":
+                calls += 1
+                if calls == 3:
+                    return real(where, killed)
+            return real(where, fn)
+
+        session.call = call  # type: ignore[method-assign]
+        with pytest.raises(SinkUnavailable, match="prune content"):
+            store_pg.prune_content(10_000)
+        session.call = real  # type: ignore[method-assign]
+        assert self.left(store_pg) == sorted(recs, key=lambda r: (r.ts, r.id))[10:]
+        assert store_pg.prune_content(10_000) == 20

@@ -12,7 +12,7 @@ from storage_corpus import corpus, turn
 
 from relayburnd.config import Settings
 from relayburnd.errors import SchemaTooNew, SinkMisconfigured, SinkUnavailable
-from relayburnd.records import Batch
+from relayburnd.records import Batch, ContentRecord, make_id, seal
 from relayburnd.storage.migrations import load, migrate
 from relayburnd.storage.sqlite import SqliteAdapter
 
@@ -94,3 +94,59 @@ class TestSqlite:
         assert sorted(t.id for t in first.turns()) == sorted(t.id for t in second.turns())
         first.close()
         second.close()
+
+
+def _contents(n: int) -> list[ContentRecord]:
+    rnd = random.Random(3)
+    out = []
+    for i in range(n):
+        rec = seal(ContentRecord(id=make_id("prune", i), source="claude", session_id=f"s{i % 3}",
+                                 ts=1_000 + rnd.randrange(20), message_id="m", seq=i,
+                                 role="user", block_type="text", text=f"text {i}"))
+        assert isinstance(rec, ContentRecord)
+        out.append(rec)
+    return out
+
+
+def _left(adapter: SqliteAdapter) -> list[ContentRecord]:
+    return sorted((r for s in ("s0", "s1", "s2") for r in adapter.content(s)),
+                  key=lambda r: (r.ts, r.id))
+
+
+class TestPrune:
+    def test_chunks(self, sqlite_adapter: SqliteAdapter) -> None:
+        """Deleting in chunks removes and counts every old row, a last full chunk included."""
+        recs = _contents(28)
+        sqlite_adapter.write(Batch(recs))  # type: ignore[arg-type]
+        sqlite_adapter.prune_chunk = 7
+        assert sqlite_adapter.prune_content(1_010) == sum(r.ts < 1_010 for r in recs)
+        assert sqlite_adapter.prune_content(2_000) == sum(r.ts >= 1_010 for r in recs)
+        assert _left(sqlite_adapter) == []
+
+    def test_interrupted_prune_leaves_the_newest(self, sqlite_adapter: SqliteAdapter,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        """A prune failing after two chunks has deleted exactly the oldest two chunks."""
+        recs = _contents(30)
+        sqlite_adapter.write(Batch(recs))  # type: ignore[arg-type]
+        sqlite_adapter.prune_chunk = 5
+        conn = sqlite_adapter._connection()
+        deletes = 0
+
+        class Failing:
+            def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+                nonlocal deletes
+                if sql.startswith("DELETE"):
+                    deletes += 1
+                    if deletes == 3:
+                        raise sqlite3.OperationalError("disk I/O error")
+                return conn.execute(sql, *args)
+
+            @property
+            def in_transaction(self) -> bool:
+                return conn.in_transaction
+
+        monkeypatch.setattr(sqlite_adapter, "_connection", lambda: Failing())
+        with pytest.raises(SinkMisconfigured, match="prune content"):
+            sqlite_adapter.prune_content(10_000)
+        monkeypatch.undo()
+        assert _left(sqlite_adapter) == sorted(recs, key=lambda r: (r.ts, r.id))[10:]

@@ -1,0 +1,5 @@
+-- relayburnd schema 2 (SQLite): no change; the version keeps both dialects in step.
+-- PostgreSQL dropped its main-thread message-id index and narrowed its session
+-- index (see postgres/0002). SQLite keeps both: it has no hash joins, so the
+-- replay rule needs the index to stay a lookup per sidechain turn, and a local
+-- file is written by one host at the rate its agents produce turns.
