@@ -244,6 +244,8 @@ def seal(record: _Record) -> _Record:
 
 
 _PLAIN_ID = frozenset("0123456789abcdefABCDEF-_.:")
+# "%015d" per completeness number, then the digest: ``seal``'s format, in one operation
+_RANK_FORMAT = {n: "%015d" * n + ":%s" for n in range(1, 8)}
 _ID_OFFSET = {kind: len(b'{"kind":"' + kind.encode() + b'","id":"') for kind in TYPE_OF}
 
 
@@ -258,12 +260,7 @@ def seal_line(record: _Record) -> bytes:
     body = _encoder.encode(record)
     digest = hashlib.blake2b(body, digest_size=8).hexdigest()
     basis = record.rank_basis()
-    if not basis:
-        rank = digest
-    elif len(basis) == 1:
-        rank = f"{basis[0]:015d}:{digest}"
-    else:
-        rank = "".join(f"{n:015d}" for n in basis) + ":" + digest
+    rank = _RANK_FORMAT[len(basis)] % (*basis, digest) if basis else digest
     record.rank = rank
     rid = record.id
     if not _PLAIN_ID.issuperset(rid):
