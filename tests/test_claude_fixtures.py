@@ -220,3 +220,24 @@ def _compact_only_copy(root: Path) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(b"\n".join(keep) + b"\n")
     return out
+
+
+def test_sub_agent_is_tied_to_its_task_call_by_its_meta_file(tmp_path: Path) -> None:
+    """A 2.1.x sub-agent (``<session>/subagents/agent-<id>.jsonl``) names its spawning tool
+    call in ``agent-<id>.meta.json``; the relationship carries it even without progress
+    copies in the parent, and a sub-agent whose meta file is unreadable still relates."""
+    from relayburnd.sources.base import FileContext
+    from relayburnd.sources.claude import ClaudeSource
+
+    src = PUBLIC / "claude-code-log" / "claude" / "projects" / "-workspace-example-app"
+    sub = next(src.glob("*/subagents/agent-showcol1.jsonl"))
+    for meta, want in ((sub.with_suffix(".meta.json").read_bytes(), "toolu_sc_showcol1"),
+                       (b"{not json", None)):
+        copy = tmp_path / str(want) / "subagents" / sub.name
+        copy.parent.mkdir(parents=True)
+        shutil.copy(sub, copy)
+        copy.with_suffix(".meta.json").write_bytes(meta)
+        ctx = FileContext(path=copy, root=tmp_path, offset=0, with_content=False)
+        result = ClaudeSource().parse(copy.read_bytes(), {}, ctx, final=True)
+        rels = [r for r in result.records if type(r).__name__ == "SessionRelationship"]
+        assert [(r.agent_id, r.tool_use_id) for r in rels] == [("showcol1", want)]

@@ -222,6 +222,24 @@ def _walk_jsonl(top: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
+class _AgentMeta(msgspec.Struct, gc=False):
+    toolUseId: str | None = None
+
+
+def _meta_tool_use_id(transcript: Path) -> str | None:
+    """The spawning tool call of a sub-agent, from its ``agent-<id>.meta.json`` (2.1.x).
+
+    Without it a sub-agent whose parent wrote no progress copies could not be tied
+    to the Task call that started it. A missing or unreadable file is no error.
+    """
+    try:
+        meta = msgspec.json.decode(transcript.with_suffix(".meta.json").read_bytes(),
+                                   type=_AgentMeta)
+    except (OSError, msgspec.DecodeError):
+        return None
+    return meta.toolUseId or None
+
+
 def _loosened(line: _LooseLine) -> _Line:
     """A line whose message content has an unexpected shape: read it without content."""
     if line.message is not None:
@@ -742,6 +760,8 @@ class _Parser:
             self._assistant(nested, pos, length, nested_agent=agent, outer=line)
 
     def _relationship(self, line: _Line, agent: str, tool_use_id: str | None) -> None:
+        if tool_use_id is None and self.ctx.path.name == f"agent-{agent}.jsonl":
+            tool_use_id = _meta_tool_use_id(self.ctx.path)
         marker = f"{agent}|{tool_use_id or ''}"
         if marker in self.st.agents:
             return
