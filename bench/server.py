@@ -48,7 +48,7 @@ from sink import make_turns, scratch_database
 from relayburnd.config import load_settings
 from relayburnd.records import Batch, Record
 from relayburnd.storage import open_adapter
-from relayburnd.storage.sql_common import SPECS, TOOL_CALL_TABLE
+from relayburnd.storage.sql_common import SPECS
 
 TOKEN = "bench-token-0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +162,7 @@ def _wal_lsn(dsn: str) -> int:
 
 def _stored_bytes(dsn: str) -> int:
     """Heap, indexes and TOAST of every table records go to."""
-    tables = [*(s.table for s in SPECS.values()), TOOL_CALL_TABLE]
+    tables = [s.table for s in SPECS.values()]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {', '.join(tables)}")
         total = " + ".join(f"pg_total_relation_size('{t}')" for t in tables)
@@ -176,7 +176,7 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def empty(dsn: str) -> None:
-    tables = ", ".join([*(s.table for s in SPECS.values()), TOOL_CALL_TABLE])
+    tables = ", ".join(s.table for s in SPECS.values())
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {tables}")
         conn.execute("VACUUM ANALYZE")

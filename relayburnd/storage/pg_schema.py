@@ -14,7 +14,7 @@ import hashlib
 import psycopg
 
 from .migrations import SCHEMA_TABLE, check_not_newer, latest, load
-from .sql_common import SPECS, TOOL_CALL_TABLE
+from .sql_common import SPECS
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -23,7 +23,6 @@ LOCK_KEY = int.from_bytes(
 )
 
 STAGE_PREFIX = "rb_stage_"
-MERGED_TABLE = "rb_stage_merged"
 
 
 def stage_table(table: str) -> str:
@@ -82,15 +81,6 @@ def create_staging(conn: Conn) -> None:
         f"(LIKE {spec.table}) ON COMMIT DELETE ROWS"
         for spec in SPECS.values()
     ]
-    # Indexed, so joins between staging tables stay index lookups (see pg_write).
-    statements.append(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage_table(TOOL_CALL_TABLE)} "
-        f"(LIKE {TOOL_CALL_TABLE} INCLUDING INDEXES) ON COMMIT DELETE ROWS"
-    )
-    statements.append(
-        f"CREATE TEMP TABLE IF NOT EXISTS {MERGED_TABLE} "
-        "(id uuid PRIMARY KEY, ins boolean NOT NULL) ON COMMIT DELETE ROWS"
-    )
     with conn.transaction():
         conn.execute("; ".join(statements))
     conn.commit()

@@ -21,7 +21,8 @@ with a unique violation; the savepoint is rolled back and the whole kind goes
 through the staging merge instead, whose ``RETURNING (xmax = 0)`` tells
 inserted from updated rows. Either way the counts are exact and the stored
 rows are the same. Merges run in id order, so writers on many hosts take row
-locks in the same order and cannot deadlock.
+locks in the same order and cannot deadlock. A turn's tool calls are a column
+of its row: written, and replaced by a merge, with it.
 
 Measured on the bench (see ``bench/sink.py``): copying new rows straight into
 the table costs about half of staging them and merging, and re-delivered rows
@@ -37,10 +38,9 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..records import Record, WriteResult
-from .pg_schema import MERGED_TABLE, stage_table
+from .pg_conn import IdArray
+from .pg_schema import stage_table
 from .sql_common import (
-    TOOL_CALL_COLUMNS,
-    TOOL_CALL_TABLE,
     ColType,
     Row,
     RowCodec,
@@ -63,12 +63,20 @@ _PG_TYPES = {
     ColType.FLOAT: ("float8",),
     ColType.TEXT_LIST: ("text[]",),
     ColType.CONTENT_TEXT: ("text", "bytea"),
+    # JSON text, sent as the UTF-8 bytes RowCodec encodes (the binary format of text).
+    ColType.TOOL_CALLS: ("bytea",),
 }
-_TOOL_CALL_TYPES = ["bytea", "int4", "text", "text", "text", "int8"]
-_TOOL_CALL_COLS = column_list(TOOL_CALL_COLUMNS)
 
-# Merge plans are small; compiling them would cost more than it saves.
-_NO_JIT = "SET LOCAL jit = off"
+# Merge plans are small; compiling them would cost more than it saves. The
+# id lookup must stay one index probe per id whatever the statistics say:
+# right after a bulk load they count far fewer rows than the table holds,
+# and a hash join would then scan the whole table for every batch (measured).
+# No other statement of a write joins anything. One statement, with the
+# effect of three SET LOCAL.
+_SETTINGS = (
+    "SELECT set_config('jit', 'off', true), set_config('enable_hashjoin', 'off', true), "
+    "set_config('enable_mergejoin', 'off', true)"
+)
 
 
 class KindBatch:
@@ -79,36 +87,19 @@ class KindBatch:
     taken it: rows kept for a second pass (a staging merge after a lost race,
     rare) would let thousands of tuples pile up per batch and set off the
     garbage collector, whose passes over the process's objects cost more than
-    encoding again (measured). A turn's tool-call rows are built in the same
-    pass, from its encoded id, and kept until their own COPY follows.
+    encoding again (measured).
     """
 
     def __init__(self, codec: RowCodec, records: list[Record]) -> None:
         self.spec = codec.spec
         self.records = records
         self._codec = codec
-        self._calls: list[Row] = []
 
     def rows_of(self, picks: Sequence[int]) -> Iterator[Row]:
-        """Rows of the picked records; for turns, collects their tool-call rows."""
+        """Rows of the picked records."""
         encode, records = self._codec.encode, self.records
-        self._calls = calls = []
-        if not self.spec.is_turns:
-            for i in picks:
-                yield encode(records[i])
-            return
-        call_rows = self._codec.tool_call_rows
         for i in picks:
-            rec = records[i]
-            row = encode(rec)
-            if rec.tool_calls:  # type: ignore[union-attr]
-                calls.extend(call_rows(rec, row[0]))  # type: ignore[arg-type]
-            yield row
-
-    def calls_of(self) -> list[Row]:
-        """The tool-call rows of the turns the last ``rows_of`` went through."""
-        calls, self._calls = self._calls, []
-        return calls
+            yield encode(records[i])
 
 
 def stage_batch(codecs: dict[str, RowCodec], records: Sequence[Record]) -> list[KindBatch]:
@@ -127,52 +118,28 @@ class MergeSql:
         cols = column_list(spec.sql_columns)
         stage = stage_table(spec.table)
         self.copy_types = [t for col in spec.fields for t in _PG_TYPES[col.type]]
-        # One primary-key probe per id (a scalar subquery cannot become a scan of
-        # the table); positions come back instead of ids, which load faster. The
-        # ids travel as one byte string, 16 bytes each: an array of 5,000 strings
-        # cost the client more to send than the server takes to probe them (the
-        # library checks each element for quoting; measured), and text would be
-        # cut by character position, which PostgreSQL finds by counting from the
-        # start.
+        # One primary-key probe per id (a nested loop over the ids: hash and
+        # merge joins are off in a write, see _SETTINGS); positions come back
+        # instead of ids, which load faster. The ids travel as one binary uuid[]
+        # (``IdArray``): a scalar subquery per id cut out of one byte string
+        # took 1.7 times as long for 5,000 ids (measured), and an array of
+        # 5,000 strings costs the client more to send than the server takes to
+        # probe them (the library checks each element for quoting).
         self.lookup = (
-            f'SELECT n, r FROM (SELECT g.n, (SELECT x."rank" FROM {spec.table} x '
-            "WHERE x.id = encode(substring(%s::bytea FROM g.n * 16 - 15 FOR 16), 'hex')::uuid"
-            ") AS r FROM generate_series(1, %s::integer) AS g(n)) s WHERE r IS NOT NULL"
+            f'SELECT u.n, x."rank" FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n) '
+            f"JOIN {spec.table} x ON x.id = u.id"
         )
         self.copy_direct = f"COPY {spec.table} ({cols}) FROM STDIN (FORMAT BINARY)"
         self.copy_stage = f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)"
         upsert = (
             f"INSERT INTO {spec.table} AS t ({cols}) SELECT {cols} FROM {stage} ORDER BY id "
             f'ON CONFLICT (id) DO UPDATE SET {update_set(spec)} WHERE excluded."rank" > t."rank" '
-            "RETURNING t.id, (t.xmax = 0) AS ins"
+            "RETURNING (t.xmax = 0) AS ins"
         )
-        if spec.is_turns:
-            # Turns note which ids were written so their tool calls can follow.
-            self.merge = (
-                f"WITH m AS ({upsert}) INSERT INTO {MERGED_TABLE} (id, ins) "
-                "SELECT id, ins FROM m"
-            )
-        else:
-            self.merge = (
-                f"WITH m AS ({upsert}) "
-                "SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM m"
-            )
-
-
-_COPY_TOOL_CALLS = f"COPY {TOOL_CALL_TABLE} ({_TOOL_CALL_COLS}) FROM STDIN (FORMAT BINARY)"
-_STAGE_TOOL_CALLS = (
-    f"COPY {stage_table(TOOL_CALL_TABLE)} ({_TOOL_CALL_COLS}) FROM STDIN (FORMAT BINARY)"
-)
-_REPLACE_TOOL_CALLS = (
-    f"DELETE FROM {TOOL_CALL_TABLE} "
-    f"WHERE turn_id = ANY (ARRAY(SELECT id FROM {MERGED_TABLE} WHERE NOT ins))",
-    f"INSERT INTO {TOOL_CALL_TABLE} ({_TOOL_CALL_COLS}) "
-    f"SELECT {column_list(TOOL_CALL_COLUMNS, 's.')} FROM {stage_table(TOOL_CALL_TABLE)} s "
-    f"JOIN {MERGED_TABLE} m ON m.id = s.turn_id ORDER BY s.turn_id, s.seq",
-)
-_COUNT_MERGED = (
-    f"SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM {MERGED_TABLE}"
-)
+        self.merge = (
+            f"WITH m AS ({upsert}) "
+            "SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM m"
+        )
 
 
 def _copy(cur: Cursor, sql: str, types: list[str], rows: Iterable[Row]) -> None:
@@ -185,17 +152,7 @@ def _copy(cur: Cursor, sql: str, types: list[str], rows: Iterable[Row]) -> None:
 def _merge_staged(cur: Cursor, merge: MergeSql, kb: KindBatch, picks: list[int]) -> tuple[int, int]:
     """Upsert the picked rows through the staging table; (inserted, updated)."""
     _copy(cur, merge.copy_stage, merge.copy_types, kb.rows_of(picks))
-    if not kb.spec.is_turns:
-        row = cur.execute(merge.merge).fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1])
-    calls = kb.calls_of()
-    if calls:
-        _copy(cur, _STAGE_TOOL_CALLS, _TOOL_CALL_TYPES, calls)
-    cur.execute(merge.merge)
-    for sql in _REPLACE_TOOL_CALLS:
-        cur.execute(sql)
-    row = cur.execute(_COUNT_MERGED).fetchone()
+    row = cur.execute(merge.merge).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
@@ -205,9 +162,6 @@ def _copy_new(conn: Conn, cur: Cursor, merge: MergeSql, kb: KindBatch, picks: li
     try:
         with conn.transaction():  # a savepoint: a failed COPY leaves the batch intact
             _copy(cur, merge.copy_direct, merge.copy_types, kb.rows_of(picks))
-            calls = kb.calls_of()
-            if calls:
-                _copy(cur, _COPY_TOOL_CALLS, _TOOL_CALL_TYPES, calls)
     except pg_errors.UniqueViolation:
         return False
     return True
@@ -222,7 +176,7 @@ def _write_kind(conn: Conn, cur: Cursor, merge: MergeSql, kb: KindBatch) -> tupl
     ids = [r.id for r in kb.records]
     stored: dict[str, str] = {
         ids[int(n) - 1]: rank
-        for n, rank in cur.execute(merge.lookup, [bytes.fromhex("".join(ids)), len(ids)]).fetchall()
+        for n, rank in cur.execute(merge.lookup, [IdArray(ids)]).fetchall()
     }
     new = [i for i, rid in enumerate(ids) if rid not in stored]
     newer = [i for i, rid in enumerate(ids) if rid in stored and kb.records[i].rank > stored[rid]]
@@ -241,7 +195,7 @@ def write_batch(conn: Conn, kinds: list[KindBatch], merges: dict[str, MergeSql])
     """Write a whole batch in one transaction."""
     result = WriteResult()
     with conn.transaction(), conn.cursor(binary=True) as cur:
-        cur.execute(_NO_JIT)
+        cur.execute(_SETTINGS)
         for kb in kinds:
             inserted, updated = _write_kind(conn, cur, merges[kb.spec.kind], kb)
             counts = result.kind(kb.spec.kind)

@@ -40,9 +40,7 @@ from .sql_query import (
     Page,
     RecordQueries,
     content_query,
-    group_tool_calls,
     page_query,
-    tool_calls_query,
     where_clause,
 )
 from .sql_summary import summarize_sql
@@ -157,12 +155,7 @@ class PostgresAdapter(RecordQueries):
         def fetch(conn: Conn) -> Page:
             with conn.transaction(), conn.cursor(binary=True) as cur:
                 cur.execute(_SNAPSHOT)
-                rows = cur.execute(text, params).fetchall()
-                calls = {}
-                if spec.is_turns and rows:
-                    tsql, tparams = tool_calls_query(POSTGRES, [str(r[0]) for r in rows])
-                    calls = group_tool_calls(cur.execute(tsql, tparams).fetchall())
-            return rows, calls
+                return cur.execute(text, params).fetchall()
 
         return self._session.call(f"read {spec.table}", fetch)
 

@@ -10,6 +10,11 @@ SQLite (both read back as 32 hex characters); lists are ``text[]`` in
 PostgreSQL and JSON text in SQLite; booleans come back from SQLite as ints.
 Content text that PostgreSQL cannot hold (NUL, lone surrogates) goes to a
 ``text_raw`` byte column instead, so every record round-trips exactly.
+
+A turn's tool calls are stored on its row, as JSON text (an array of
+objects in call order; NULL when it has none), in both dialects: written in
+the same row as the turn and replaced wholesale with it. JSON escapes NUL, so
+any tool call that can be encoded at all can be stored.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class ColType(enum.Enum):
     FLOAT = "float"
     TEXT_LIST = "text_list"
     CONTENT_TEXT = "content_text"
+    TOOL_CALLS = "tool_calls"
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,6 @@ TABLE_OF_KIND: dict[str, str] = {
     "relationship": "relationships",
 }
 
-# Tool calls live in a child table keyed by (turn id, position in the turn).
-TOOL_CALL_TABLE = "tool_calls"
-TOOL_CALL_COLUMNS = ("turn_id", "seq", "id", "name", "args_sha256", "args_bytes")
 RAW_TEXT_COLUMN = "text_raw"
 
 _SCALARS: dict[object, tuple[ColType, bool]] = {
@@ -86,6 +89,8 @@ def _column(record_type: type[Record], name: str, annotation: object) -> Column:
         return Column(name, ColType.ID, False)
     if record_type is ContentRecord and name == "text":
         return Column(name, ColType.CONTENT_TEXT, True)
+    if annotation == list[ToolCall]:
+        return Column(name, ColType.TOOL_CALLS, True)
     try:
         col_type, nullable = _SCALARS[annotation]
     except KeyError:
@@ -103,7 +108,7 @@ class TableSpec:
     kind: str
     table: str
     record_type: type[Record]
-    fields: tuple[Column, ...]  # stored record fields, struct order (tool calls excluded)
+    fields: tuple[Column, ...]  # stored record fields, struct order
 
     @property
     def sql_columns(self) -> tuple[str, ...]:
@@ -124,11 +129,7 @@ class TableSpec:
 
 
 def _spec(record_type: type[Record]) -> TableSpec:
-    cols = [
-        _column(record_type, f.name, f.type)
-        for f in msgspec.structs.fields(record_type)
-        if f.type != list[ToolCall]  # stored in the child table
-    ]
+    cols = [_column(record_type, f.name, f.type) for f in msgspec.structs.fields(record_type)]
     kind = KIND_OF[record_type]
     return TableSpec(kind, TABLE_OF_KIND[kind], record_type, tuple(cols))
 
@@ -179,34 +180,54 @@ def id_bytes(record_id: str) -> bytes:
     return bytes.fromhex(record_id)
 
 
+_calls_decoder = msgspec.json.Decoder(list[ToolCall])
+
+
+def _calls_to_json(calls: list[ToolCall]) -> str | None:
+    """SQLite: a turn's tool calls as JSON text; NULL for none."""
+    return _json_encode(calls).decode() if calls else None
+
+
+def _calls_to_json_bytes(calls: list[ToolCall]) -> bytes | None:
+    """PostgreSQL: the same JSON as UTF-8 bytes, the binary COPY format of ``text``."""
+    return _json_encode(calls) if calls else None
+
+
+def calls_from_json(value: str | bytes | None) -> list[ToolCall]:
+    """Tool calls as stored: NULL or JSON text."""
+    return [] if value is None else _calls_decoder.decode(value)
+
+
 class RowCodec:
     """Record -> row tuple (in ``spec.sql_columns`` order) and back, for one dialect.
 
     Writes are the hot path, so ``encode`` slices the struct's tuple when only
-    the id and the tool calls need attention, and loops only for content and
-    SQLite lists. PostgreSQL rows carry the id as 16 bytes: the binary COPY
-    format of a ``uuid`` is exactly those bytes.
+    the id and at most one other field (a turn's tool calls) need attention,
+    and loops only for content and SQLite lists. PostgreSQL rows carry the id
+    as 16 bytes: the binary COPY format of a ``uuid`` is exactly those bytes.
     """
 
-    __slots__ = ("_cut", "_decoders", "_encoders", "_fast", "_id_bytes", "_names", "spec")
+    __slots__ = ("_cut", "_cut_encode", "_decoders", "_encoders", "_fast", "_id_bytes",
+                 "_names", "spec")
 
     def __init__(self, spec: TableSpec, dialect: str) -> None:
         self.spec = spec
         self._names = tuple(c.name for c in spec.fields)
         sqlite = dialect == "sqlite"
         self._id_bytes = not sqlite
-        # One entry per struct field: None = as is, "drop" = not a column.
-        encoders: list[Callable[[Any], tuple[Any, ...]] | str | None] = []
+        # One entry per struct field (= column): None = as is, else value -> values.
+        encoders: list[Callable[[Any], tuple[Any, ...]] | None] = []
         decoders: list[Callable[..., Any] | None] = []
-        cols = iter(spec.fields)
-        for f in msgspec.structs.fields(spec.record_type):
-            if f.type == list[ToolCall]:
-                encoders.append("drop")
-                continue
-            col = next(cols)
+        cut: tuple[int, Callable[[Any], Any]] | None = None
+        for i, col in enumerate(spec.fields):
             if col.type is ColType.ID and not sqlite:
                 encoders.append(lambda v: (id_bytes(v),))
                 decoders.append(None)
+            elif col.type is ColType.TOOL_CALLS:
+                one = _calls_to_json if sqlite else _calls_to_json_bytes
+                cut = (i, one)
+                encoders.append(lambda v, one=one: (one(v),))  # type: ignore[misc]
+                decoders.append(calls_from_json)
             elif col.type is ColType.CONTENT_TEXT:
                 encoders.append(split_content_text)
                 decoders.append(join_content_text)
@@ -224,9 +245,10 @@ class RowCodec:
                 decoders.append(None)
         self._encoders = tuple(encoders)
         self._decoders = tuple(decoders)
-        rest = [e for i, e in enumerate(encoders) if i != 0 and e != "drop"]
-        self._fast = all(e is None for e in rest) and encoders.count("drop") <= 1
-        self._cut = encoders.index("drop") if "drop" in encoders else None
+        rest = [e for i, e in enumerate(encoders) if i != 0 and (cut is None or i != cut[0])]
+        self._fast = all(e is None for e in rest)
+        self._cut = cut[0] if cut else None
+        self._cut_encode = cut[1] if cut else None
 
     def encode(self, record: Record) -> Row:
         values = msgspec.structs.astuple(record)
@@ -235,16 +257,19 @@ class RowCodec:
             cut = self._cut
             if cut is None:
                 return head + values[1:]
-            return head + values[1:cut] + values[cut + 1 :]
+            return (
+                head + values[1:cut] + (self._cut_encode(values[cut]),)  # type: ignore[misc]
+                + values[cut + 1 :]
+            )
         out: list[Any] = []
         for value, enc in zip(values, self._encoders, strict=True):
             if enc is None:
                 out.append(value)
-            elif callable(enc):
+            else:
                 out.extend(enc(value))
         return tuple(out)
 
-    def decode(self, row: Sequence[Any], tool_calls: list[ToolCall] | None = None) -> Record:
+    def decode(self, row: Sequence[Any]) -> Record:
         kwargs: dict[str, Any] = {}
         i = 0
         for name, dec in zip(self._names, self._decoders, strict=True):
@@ -253,28 +278,12 @@ class RowCodec:
                 i += 2
                 continue
             value = row[i]
-            kwargs[name] = value if dec is None or value is None else dec(value)
+            if dec is calls_from_json:
+                kwargs[name] = calls_from_json(value)
+            else:
+                kwargs[name] = value if dec is None or value is None else dec(value)
             i += 1
-        if self.spec.is_turns:
-            kwargs["tool_calls"] = tool_calls or []
         return self.spec.record_type(**kwargs)
-
-    def tool_call_rows(self, turn: Turn, turn_id: str | bytes | None = None) -> list[Row]:
-        """Child rows of a turn's tool calls: (turn id, position, call fields).
-
-        ``turn_id`` is the id as the turn's own row holds it, when already encoded.
-        """
-        if turn_id is None:
-            turn_id = id_bytes(turn.id) if self._id_bytes else turn.id
-        return [
-            (turn_id, seq, c.id, c.name, c.args_sha256, c.args_bytes)
-            for seq, c in enumerate(turn.tool_calls)
-        ]
-
-
-def tool_call_from_row(row: Sequence[Any]) -> ToolCall:
-    """``row`` is (id, name, args_sha256, args_bytes)."""
-    return ToolCall(id=row[0], name=row[1], args_sha256=row[2], args_bytes=row[3])
 
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -300,16 +309,14 @@ def _field_values(record: Record) -> Iterable[object]:
             continue  # any text fits: see split_content_text
         value = getattr(record, f.name)
         if isinstance(value, list):
-            for item in value:
-                if isinstance(item, ToolCall):
-                    yield from (item.id, item.name, item.args_sha256, item.args_bytes)
-                else:
-                    yield item
+            yield from value
         else:
             yield value
 
 
 def _storable(value: object, bad_text: re.Pattern[str]) -> bool:
+    if isinstance(value, ToolCall):  # JSON text: any integer, and NUL escaped
+        return not any(_SURROGATE.search(s) for s in (value.id, value.name, value.args_sha256))
     if isinstance(value, str):
         return not bad_text.search(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -320,6 +327,8 @@ def _storable(value: object, bad_text: re.Pattern[str]) -> bool:
 def unstorable_ids(records: Iterable[Record], *, nul_ok: bool = False) -> tuple[str, ...]:
     """Ids of records holding a value a SQL column cannot take: a lone surrogate, an
     integer beyond 64 bits, or (unless ``nul_ok``, as in SQLite) a NUL character.
+    Tool calls are JSON text, which holds any integer and escapes NUL: only a
+    lone surrogate in them (which no UTF-8 encoder takes) makes a turn unstorable.
 
     Used only after a batch was refused, to name the records to dead-letter.
     """

@@ -7,7 +7,7 @@ kind in (ts, id) order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,6 @@ from ..records import (
     Compaction,
     Record,
     SessionRelationship,
-    ToolCall,
     ToolResultEvent,
     Turn,
     UserTurn,
@@ -23,12 +22,10 @@ from ..records import (
 from .base import Filter
 from .sql_common import (
     SPECS,
-    TOOL_CALL_TABLE,
     RowCodec,
     TableSpec,
     column_list,
     q,
-    tool_call_from_row,
 )
 
 
@@ -164,15 +161,6 @@ def page_query(
     return sql, params
 
 
-def tool_calls_query(dialect: Dialect, turn_ids: Sequence[str]) -> tuple[str, list[Any]]:
-    cond, params = dialect.in_values("turn_id", turn_ids, "uuid")
-    sql = (
-        f"SELECT turn_id, id, name, args_sha256, args_bytes FROM {TOOL_CALL_TABLE} "
-        f"WHERE {cond} ORDER BY turn_id, seq"
-    )
-    return sql, params
-
-
 def content_query(dialect: Dialect) -> str:
     spec = SPECS["content"]
     return (
@@ -181,17 +169,9 @@ def content_query(dialect: Dialect) -> str:
     )
 
 
-def group_tool_calls(rows: Iterable[Sequence[Any]]) -> dict[str, list[ToolCall]]:
-    """Rows of ``tool_calls_query`` grouped by turn id, in call order."""
-    out: dict[str, list[ToolCall]] = {}
-    for row in rows:
-        out.setdefault(row[0], []).append(tool_call_from_row(row[1:]))
-    return out
-
-
 PAGE_SIZE = 2000
 
-Page = tuple[Sequence[Sequence[Any]], dict[str, list[ToolCall]]]
+Page = Sequence[Sequence[Any]]
 
 
 def iter_pages(
@@ -205,9 +185,9 @@ def iter_pages(
     ts_at = codec.spec.sql_columns.index("ts")
     after: tuple[int, str] | None = None
     while True:
-        rows, calls = fetch(after)
+        rows = fetch(after)
         for row in rows:
-            yield codec.decode(row, calls.get(row[0]))
+            yield codec.decode(row)
         if len(rows) < page_size:
             return
         last = rows[-1]

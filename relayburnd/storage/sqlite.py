@@ -34,8 +34,6 @@ from .base import Filter, SummaryResult, SummarySpec
 from .migrations import SCHEMA_TABLE, check_not_newer, pending
 from .sql_common import (
     SPECS,
-    TOOL_CALL_COLUMNS,
-    TOOL_CALL_TABLE,
     RowCodec,
     TableSpec,
     check_ids,
@@ -49,9 +47,7 @@ from .sql_query import (
     Page,
     RecordQueries,
     content_query,
-    group_tool_calls,
     page_query,
-    tool_calls_query,
     update_set,
 )
 from .sql_summary import summarize_sql
@@ -243,16 +239,6 @@ class SqliteAdapter(RecordQueries):
         newer = [r for r in records if r.id in stored and r.rank > stored[r.id]]
         codec = self._codecs[spec.kind]
         conn.executemany(self._upserts[spec.kind], [codec.encode(r) for r in (*new, *newer)])
-        if spec.is_turns:
-            conn.executemany(
-                f"DELETE FROM {TOOL_CALL_TABLE} WHERE turn_id = ?", [(r.id,) for r in newer]
-            )
-            calls = [row for r in (*new, *newer) for row in codec.tool_call_rows(r)]  # type: ignore[arg-type]
-            conn.executemany(
-                f"INSERT INTO {TOOL_CALL_TABLE} ({column_list(TOOL_CALL_COLUMNS)}) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                calls,
-            )
         return len(new), len(newer)
 
     # ------------------------------------------------------------ reads
@@ -264,13 +250,9 @@ class SqliteAdapter(RecordQueries):
             conn.execute("BEGIN")
             try:
                 rows = conn.execute(sql, params).fetchall()
-                calls = {}
-                if spec.is_turns and rows:
-                    tsql, tparams = tool_calls_query(SQLITE, [r[0] for r in rows])
-                    calls = group_tool_calls(conn.execute(tsql, tparams))
             finally:
                 conn.execute("COMMIT")
-        return rows, calls
+        return rows
 
     def content(self, session_id: str) -> list[ContentRecord]:
         codec = self._codecs["content"]

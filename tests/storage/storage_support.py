@@ -27,7 +27,7 @@ from relayburnd.records import (
 from relayburnd.reports import model_label
 from relayburnd.storage import StorageAdapter, open_adapter
 from relayburnd.storage.base import Filter, SummaryResult, SummaryRow
-from relayburnd.storage.sql_common import SPECS, TOOL_CALL_TABLE
+from relayburnd.storage.sql_common import SPECS
 
 
 @dataclass
@@ -61,7 +61,7 @@ def pg_settings(dsn: str, home: Path) -> Settings:
 
 
 def truncate_all(dsn: str) -> None:
-    tables = ", ".join([*(s.table for s in SPECS.values()), TOOL_CALL_TABLE])
+    tables = ", ".join(s.table for s in SPECS.values())
     with psycopg.connect(dsn, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('turns')").fetchone() != (None,):
             conn.execute(f"TRUNCATE {tables}")

@@ -30,7 +30,7 @@ from test_contract import (  # noqa: F401  (collected here on the HTTP stores)
 )
 
 from relayburnd.config import Settings
-from relayburnd.storage.sql_common import SPECS, TOOL_CALL_TABLE
+from relayburnd.storage.sql_common import SPECS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 
@@ -55,7 +55,7 @@ def _empty_sqlite(path: Path) -> None:
     conn = sqlite3.connect(path, timeout=10, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for table in [*(s.table for s in SPECS.values()), TOOL_CALL_TABLE]:
+        for table in [s.table for s in SPECS.values()]:
             conn.execute(f"DELETE FROM {table}")
         conn.execute("COMMIT")
     finally:

@@ -34,10 +34,11 @@ from relayburnd.errors import (
     SinkRejected,
     SinkUnavailable,
 )
-from relayburnd.records import Batch, ContentRecord, Turn, encode, fold, make_id, seal
+from relayburnd.records import Batch, ContentRecord, ToolCall, Turn, encode, fold, make_id, seal
 from relayburnd.storage.migrations import load, migrate
 from relayburnd.storage.pg_conn import PgTimeouts
 from relayburnd.storage.postgres import PostgresAdapter
+from relayburnd.storage.sql_common import SPECS, RowCodec, column_list, fold_by_kind
 
 pytestmark = pytest.mark.postgres
 
@@ -67,12 +68,52 @@ def terminate(admin_dsn: str, dsn: str, where: str = "TRUE") -> int:
     return len(rows)
 
 
+def write_before_schema_3(dsn: str, version: int, records: list[Any]) -> None:
+    """A database at schema ``version`` (1 or 2) holding ``records`` as that schema
+    stored them: tool calls in their own table, keyed by (turn id, position)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                     "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for mig in load("postgres")[:version]:
+            conn.execute(mig.sql)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                         [mig.version, mig.name])
+        for kind, recs in fold_by_kind(records).items():
+            spec = SPECS[kind]
+            codec = RowCodec(spec, "postgres")
+            names = [c for c in spec.sql_columns if c != "tool_calls"]
+            at = spec.sql_columns.index("tool_calls") if spec.is_turns else len(names)
+            insert = (f"INSERT INTO {spec.table} ({column_list(names)}) "
+                      f"VALUES ({', '.join('%s' for _ in names)})")
+            for rec in recs:
+                row = codec.encode(rec)
+                conn.execute(insert, [rec.id, *row[1:at], *row[at + 1:]])
+                for seq, c in enumerate(getattr(rec, "tool_calls", [])):
+                    conn.execute("INSERT INTO tool_calls VALUES (%s, %s, %s, %s, %s, %s)",
+                                 [rec.id, seq, c.id, c.name, c.args_sha256, c.args_bytes])
+
+
 class TestMigrations:
     def test_migrate_applies_each_version_once(self, pg_server: PgServer, tmp_path: Path) -> None:
         """The first run applies every migration, the next none."""
         settings = pg_settings(pg_server.new_database(), tmp_path)
         assert migrate(settings) == ALL_MIGRATIONS
         assert migrate(settings) == []
+
+    def test_tool_calls_move_onto_their_turns(self, pg_server: PgServer,
+                                              tmp_path: Path) -> None:
+        """Schema 3 copies each turn's tool calls from the child table, in call order."""
+        dsn = pg_server.new_database()
+        rnd = random.Random(31)
+        calls = [ToolCall(id="b", name="Read", args_sha256="ab" * 32, args_bytes=2**40),
+                 ToolCall(id="a", name="Bash")]
+        records = [turn(rnd, 1, tool_calls=calls), turn(rnd, 2, tool_calls=[])]
+        write_before_schema_3(dsn, 2, records)
+        assert migrate(pg_settings(dsn, tmp_path)) == ALL_MIGRATIONS[2:]
+        adapter = adapter_for(dsn, tmp_path)
+        assert sorted(adapter.turns(), key=lambda t: t.id) == sorted(records, key=lambda t: t.id)
+        adapter.close()
+        assert count(dsn, "pg_tables WHERE tablename = 'tool_calls'") == 0
 
     def test_adapter_migrates_when_it_opens(self, pg_server: PgServer, tmp_path: Path) -> None:
         """An adapter on an empty database creates the schema on first use."""
@@ -159,24 +200,16 @@ class TestMigrations:
 
 
 class TestUpgrade:
-    def test_version_1_database_upgrades(self, pg_server: PgServer, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_version_1_database_upgrades(self, pg_server: PgServer, tmp_path: Path) -> None:
         """A database written at schema 1 is migrated when an adapter opens it: the
-        indexes of schema 2 replace the old ones, and every record and report stays."""
+        indexes of schema 2 replace the old ones, tool calls move onto their turns
+        (schema 3), and every record and report stays."""
         from relayburnd.reports import summarize
-        from relayburnd.storage import migrations, pg_schema
         from relayburnd.storage.base import SummarySpec
 
         dsn = pg_server.new_database()
-        first = load("postgres")[:1]
-        with monkeypatch.context() as m:
-            for module in (migrations, pg_schema):
-                m.setattr(module, "load", lambda dialect: first)
-            m.setattr(pg_schema, "latest", lambda dialect: 1)
-            old = adapter_for(dsn, tmp_path)
-            records = corpus(seed=32, n=150)
-            old.write(Batch(records))
-            old.close()
+        records = corpus(seed=32, n=150)
+        write_before_schema_3(dsn, 1, records)
         with psycopg.connect(dsn) as conn:
             assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1]
         adapter = adapter_for(dsn, tmp_path)
@@ -275,7 +308,7 @@ class TestLostConnections:
         error = outcome.get_nowait()
         assert killed == 1, "the write finished before it could be interrupted"
         assert isinstance(error, SinkUnavailable), error
-        assert count(dsn) == 0 and count(dsn, "tool_calls") == 0
+        assert count(dsn) == 0
         result = adapter.write(batch)
         assert result.inserted == len(batch) == count(dsn)
         adapter.close()
@@ -340,6 +373,14 @@ class TestErrors:
         assert list(store_pg.turns()) == []
         store_pg.write(Batch([good]))
         assert list(store_pg.turns()) == [good]
+
+    def test_tool_calls_hold_any_text_and_integer(self, store_pg: PostgresAdapter) -> None:
+        """Tool calls are stored as JSON text: NUL and integers beyond 64 bits round-trip."""
+        rec = turn(random.Random(33), 1, tool_calls=[
+            ToolCall(id="t\x00", name="n\u00e9\x00", args_bytes=2**70),
+            ToolCall(id="u", name="Bash", args_bytes=-(2**63) - 1)])
+        assert store_pg.write(Batch([rec])).inserted == 1
+        assert list(store_pg.turns()) == [rec]
 
     def test_ids_must_be_digests(self, store_pg: PostgresAdapter) -> None:
         """An id that is not 32 lowercase hex characters is rejected by id."""

@@ -12,12 +12,11 @@ import pytest
 from storage_support import pg_settings
 
 from relayburnd.config import Settings
-from relayburnd.records import RECORD_TYPES, ToolCall
+from relayburnd.records import RECORD_TYPES
 from relayburnd.storage.migrations import load, migrate
-from relayburnd.storage.sql_common import SPECS, TOOL_CALL_COLUMNS, TOOL_CALL_TABLE
+from relayburnd.storage.sql_common import SPECS
 
 EXPECTED = {spec.table: list(spec.sql_columns) for spec in SPECS.values()}
-EXPECTED[TOOL_CALL_TABLE] = list(TOOL_CALL_COLUMNS)
 
 
 def test_both_dialects_have_the_same_migrations() -> None:
@@ -26,13 +25,12 @@ def test_both_dialects_have_the_same_migrations() -> None:
 
 
 def test_every_record_field_has_a_column() -> None:
-    """Each struct field is stored: as a column, or (tool calls) in the child table."""
+    """Each struct field is stored in a column of its own (a turn's tool calls as JSON)."""
     for rtype in RECORD_TYPES:
         spec = next(s for s in SPECS.values() if s.record_type is rtype)
         stored = {c.name for c in spec.fields}
-        fields = {f.name for f in msgspec.structs.fields(rtype) if f.type != list[ToolCall]}
+        fields = {f.name for f in msgspec.structs.fields(rtype)}
         assert stored == fields, rtype.__name__
-    assert set(TOOL_CALL_COLUMNS) - {"turn_id", "seq"} == set(ToolCall.__struct_fields__)
 
 
 def test_sqlite_columns_match_the_mapping(sqlite_settings: Settings) -> None:

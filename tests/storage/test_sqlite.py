@@ -12,8 +12,9 @@ from storage_corpus import corpus, turn
 
 from relayburnd.config import Settings
 from relayburnd.errors import SchemaTooNew, SinkMisconfigured, SinkUnavailable
-from relayburnd.records import Batch, ContentRecord, make_id, seal
+from relayburnd.records import Batch, ContentRecord, ToolCall, make_id, seal
 from relayburnd.storage.migrations import load, migrate
+from relayburnd.storage.sql_common import SPECS, RowCodec, q
 from relayburnd.storage.sqlite import SqliteAdapter
 
 ALL_MIGRATIONS = [m.name for m in load("sqlite")]
@@ -34,6 +35,37 @@ class TestSqlite:
         """The first run applies every migration, the next none."""
         assert migrate(sqlite_settings) == ALL_MIGRATIONS
         assert migrate(sqlite_settings) == []
+
+    def test_tool_calls_move_onto_their_turns(self, sqlite_settings: Settings) -> None:
+        """Schema 3 copies each turn's tool calls from the child table, in call order."""
+        rnd = random.Random(31)
+        calls = [ToolCall(id="b", name="Read", args_sha256="ab" * 32, args_bytes=2**40),
+                 ToolCall(id="a", name="Bash")]
+        with_calls, without = turn(rnd, 1, tool_calls=calls), turn(rnd, 2, tool_calls=[])
+        conn = sqlite3.connect(sqlite_settings.sqlite_file)
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                     "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        for mig in load("sqlite")[:2]:
+            conn.executescript(mig.sql)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')",
+                         (mig.version, mig.name))
+        codec = RowCodec(SPECS["turn"], "sqlite")
+        names = [c for c in SPECS["turn"].sql_columns if c != "tool_calls"]
+        at = SPECS["turn"].sql_columns.index("tool_calls")
+        for t in (with_calls, without):
+            row = codec.encode(t)
+            conn.execute(f"INSERT INTO turns ({', '.join(q(n) for n in names)}) "
+                         f"VALUES ({', '.join('?' for _ in names)})", (*row[:at], *row[at + 1:]))
+        for seq, c in reversed(list(enumerate(calls))):  # out of call order: seq decides
+            conn.execute("INSERT INTO tool_calls VALUES (?, ?, ?, ?, ?, ?)",
+                         (with_calls.id, seq, c.id, c.name, c.args_sha256, c.args_bytes))
+        conn.commit()
+        conn.close()
+        assert migrate(sqlite_settings) == ALL_MIGRATIONS[2:]
+        adapter = SqliteAdapter(sqlite_settings)
+        assert sorted(adapter.turns(), key=lambda t: t.id) == sorted(
+            [with_calls, without], key=lambda t: t.id)
+        adapter.close()
 
     def test_concurrent_migrations(self, sqlite_settings: Settings) -> None:
         """Threads migrating one new file at once apply each migration exactly once."""
