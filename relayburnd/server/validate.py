@@ -22,6 +22,8 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -72,6 +74,10 @@ def _as_tuple(get: Callable[[Any], int]) -> Callable[[Any], tuple[int, ...]]:
 
 
 _INTS = _int_getters()
+_ID = attrgetter("id")
+_SESSION_ID = attrgetter("session_id")
+_TOOL_CALLS = attrgetter("tool_calls")
+_ARGS_BYTES = attrgetter("args_bytes")
 
 
 def _int_field(rec: Record) -> str | None:
@@ -100,13 +106,12 @@ def _ints_in_range(records: list[Record]) -> bool:
         by_type.setdefault(type(rec), []).append(rec)
     for cls, group in by_type.items():
         get, optional = _INTS[cls]
-        values = list(map(get, group))
-        if max(map(max, values)) > INT64_MAX or min(map(min, values)) < INT64_MIN:
-            return False
-        extra = [v for name in optional for r in group if (v := getattr(r, name)) is not None]
+        values = list(chain.from_iterable(map(get, group)))
+        for name in optional:
+            values += [v for v in map(attrgetter(name), group) if v is not None]
         if cls is Turn:
-            extra += [c.args_bytes for r in group if isinstance(r, Turn) for c in r.tool_calls]
-        if extra and (max(extra) > INT64_MAX or min(extra) < INT64_MIN):
+            values += map(_ARGS_BYTES, chain.from_iterable(map(_TOOL_CALLS, group)))
+        if values and (max(values) > INT64_MAX or min(values) < INT64_MIN):
             return False
     return True
 
@@ -143,11 +148,11 @@ def _record_problem(rec: Record, nul: bool = True) -> str | None:
 
 
 def _all_valid(records: list[Record]) -> bool:
-    if not _HEX32_LINES.fullmatch("".join(r.id + "\n" for r in records)):
+    if not _HEX32_LINES.fullmatch("\n".join(map(_ID, records)) + "\n" if records else ""):
         return False
     if not _ints_in_range(records):
         return False
-    sessions = {r.session_id for r in records}
+    sessions = set(map(_SESSION_ID, records))
     sessions.update(r.parent_session_id for r in records if isinstance(r, SessionRelationship))
     return all(is_safe_session_id(s) for s in sessions)
 

@@ -150,8 +150,8 @@ class _Request:
 
     def __init__(self, records: Sequence[Record], body: bytes | None = None) -> None:
         self.records = list(records)
-        self.body = body if body is not None else (
-            b'{"records":' + _encoder.encode(self.records) + b"}")
+        self.body = body if body is not None else _encoder.encode(
+            wire.BatchBody(records=self.records))
 
     def __len__(self) -> int:
         return len(self.records)
