@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from ..records import Turn, is_replay, replay_message_ids
 from ..reports import date_range_filter, get_tz, model_label
-from ..storage.base import Filter, StorageAdapter, SummarySpec
+from ..storage.base import Filter, StorageAdapter, SummarySpec, TokenTotals
 
 
 @dataclass(frozen=True)
@@ -67,28 +67,11 @@ def results_filter(flt: Filter) -> Filter:
 
 
 @dataclass(kw_only=True)
-class TurnTotals:
+class TurnTotals(TokenTotals):
     """Token, cost and model totals of a group of requests (a block, a session)."""
 
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-    total_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced_requests: int = 0
     models: set[str] = field(default_factory=set)
 
     def add_turn(self, t: Turn) -> None:
-        self.requests += 1
-        self.input_tokens += t.input_tokens
-        self.output_tokens += t.output_tokens
-        self.cache_write_tokens += t.cache_write_tokens
-        self.cache_read_tokens += t.cache_read_tokens
-        self.total_tokens += t.total_tokens
-        if t.cost_usd is None:
-            self.unpriced_requests += 1
-        else:
-            self.cost_usd += t.cost_usd
+        super().add_turn(t)
         self.models.add(model_label(t.model, t.speed))

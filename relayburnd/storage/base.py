@@ -89,9 +89,10 @@ SUMMARY_METRICS = (
 )
 
 
-@dataclass
-class SummaryRow:
-    keys: dict[str, str]
+@dataclass(kw_only=True)
+class TokenTotals:
+    """Requests, tokens and cost of a group of turns: a summary row, a session, a block."""
+
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -114,6 +115,11 @@ class SummaryRow:
             self.unpriced_requests += 1
         else:
             self.cost_usd += t.cost_usd
+
+
+@dataclass(kw_only=True)
+class SummaryRow(TokenTotals):
+    keys: dict[str, str]
 
     def add_row(self, other: SummaryRow) -> None:
         self.requests += other.requests
