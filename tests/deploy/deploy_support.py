@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 import yaml
 from psycopg.conninfo import make_conninfo
+
+from tests.support import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -41,22 +43,8 @@ PG_ADMIN = os.environ.get(
 )
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------ manifests

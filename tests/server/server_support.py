@@ -28,6 +28,7 @@ import httpx
 from prometheus_client.samples import Sample
 
 from relayburnd.config import Settings, load_settings
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,10 +42,6 @@ TOKENS_SETTING = (f"ops:{TOKENS['ops']},writer:{TOKENS['writer']}:write,"
                   f"reader:{TOKENS['reader']}:read")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_env(**extra: str) -> dict[str, str]:
