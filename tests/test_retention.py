@@ -238,7 +238,7 @@ class TestCrashedWrite:
     def test_leftover_temp_file_is_removed(self, store: FileAdapter) -> None:
         """A rewrite that died before its rename leaves a temp file the next prune deletes."""
         write(store, content("a", "s", NOW, "a"))
-        leftover = home() / "content" / "s.jsonl.prune"
+        leftover = home() / "content" / "s.jsonl.new"
         leftover.write_bytes(b"half")
         store.prune_content(NOW - DAY)
         assert not leftover.exists() and len(stored_ids("s")) == 1

@@ -42,7 +42,7 @@ import msgspec
 
 from .. import faults
 from ..errors import RelayburnError, SinkRejected, SinkUnavailable
-from ..home import HomeLayout, file_lock, fsync_dir
+from ..home import HomeLayout, atomic_write_bytes, file_lock, fsync_dir
 from ..logging import get_logger
 from ..records import (
     KIND_OF,
@@ -518,7 +518,7 @@ class FileAdapter:
         must never be applied to the rewritten one.
         """
         removed = 0
-        for leftover in self.layout.content_dir.glob("*.jsonl.prune"):
+        for leftover in self.layout.content_dir.glob("*.jsonl.new"):
             with file_lock(self.layout.store_lock, timeout=10.0):
                 leftover.unlink(missing_ok=True)  # a rewrite that crashed before its rename
         for session_id in self.content_sessions():
@@ -596,19 +596,10 @@ def _prune_file(path: Path, before_ms: int) -> int:
         return 0
     if not kept:
         path.unlink()
+        fsync_dir(path.parent)
     else:
-        tmp = path.with_name(path.name + ".prune")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(b"\n".join(kept) + b"\n")
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    fsync_dir(path.parent)
+        kept.append(b"")  # joined with newlines: every line ends with one
+        atomic_write_bytes(path, b"\n".join(kept), keep_prev=False, fault_points=False)
     return removed
 
 
