@@ -311,17 +311,24 @@ class _Parser:
         self.skipped_lines: list[tuple[int, int, str]] = []
         self.file_session = ctx.path.stem
         self.project_hint = ctx.path.parent.name
+        self._meta_read = False
+        self._meta_tool_use: str | None = None
 
     # -- driver
 
     def run(self, data: bytes, final: bool) -> ParseResult:
+        # find() is memchr; bytes.split(b"\n") compares byte by byte in a loop
         pos = 0
-        for raw in data.split(b"\n"):
-            length = len(raw) + 1
-            line = raw[:-1] if raw.endswith(b"\r") else raw
+        size = len(data)
+        find = data.find
+        while pos < size:
+            end = find(b"\n", pos)
+            if end < 0:
+                end = size
+            line = data[pos : end - 1 if end > pos and data[end - 1] == 13 else end]
             if line.strip():
-                self._line(line, pos, length)
-            pos += length
+                self._line(line, pos, end + 1 - pos)
+            pos = end + 1
         if final:
             self._flush_idle()
         pending = any(op.emitted != list(op.turn.rank_basis()) for op in self.st.open.values())
@@ -759,9 +766,16 @@ class _Parser:
         if nested.type == "assistant":
             self._assistant(nested, pos, length, nested_agent=agent, outer=line)
 
+    def _spawning_call(self) -> str | None:
+        """The meta file's tool call, read once per parse: every line of a sub-agent asks."""
+        if not self._meta_read:
+            self._meta_read = True
+            self._meta_tool_use = _meta_tool_use_id(self.ctx.path)
+        return self._meta_tool_use
+
     def _relationship(self, line: _Line, agent: str, tool_use_id: str | None) -> None:
         if tool_use_id is None and self.ctx.path.name == f"agent-{agent}.jsonl":
-            tool_use_id = _meta_tool_use_id(self.ctx.path)
+            tool_use_id = self._spawning_call()
         marker = f"{agent}|{tool_use_id or ''}"
         if marker in self.st.agents:
             return
