@@ -70,15 +70,25 @@ class DeadLetters:
         self.count = 0
 
     def add(self, entry: dict[str, Any]) -> None:
-        entry.setdefault("at", round(time.time(), 3))
-        line = msgspec.json.encode(entry) + b"\n"
+        self.add_many([entry])
+
+    def add_many(self, entries: list[dict[str, Any]]) -> None:
+        """Append entries with one write and one fsync: a corrupt file can skip many lines."""
+        if not entries:
+            return
+        now = round(time.time(), 3)
+        for entry in entries:
+            entry.setdefault("at", now)
+        data = b"".join(msgspec.json.encode(e) + b"\n" for e in entries)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.count += 1
+        self.count += len(entries)
 
 
 class _wait_backoff:

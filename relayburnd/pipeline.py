@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +34,7 @@ from .sources.base import FileContext, ParseResult, PollSource, TailSource
 from .tail import Cursor, iter_chunks, make_cursor, resume_point
 
 log = get_logger("pipeline")
+_LOGGED_SKIPS = 20  # per chunk; the dead-letter file lists every skipped line
 
 SOURCE_NAMES = ("claude", "codex", "opencode")
 
@@ -322,18 +323,34 @@ class Pipeline:
     def _skip_line(
         self, report: PassReport, item: _FileWork, offset: int, length: int, reason: str
     ) -> None:
-        report.skipped[reason] += 1
-        self.deliverer.dead_letters.add(
-            {"source": item.source, "file": str(item.path), "offset": offset,
-             "length": length, "reason": reason}
-        )
-        report.dead_lettered += 1
-        log.info("line.skipped", file=str(item.path), offset=offset, length=length,
-                    error_type=reason, stage="parse")
+        self._skip_lines(report, item, [(offset, length, reason)])
+
+    def _skip_lines(
+        self, report: PassReport, item: _FileWork, lines: Sequence[tuple[int, int, str]]
+    ) -> None:
+        """Count and dead-letter skipped lines: one fsync for all, a bounded number of logs."""
+        if not lines:
+            return
+        path = str(item.path)
+        self.deliverer.dead_letters.add_many([
+            {"source": item.source, "file": path, "offset": offset, "length": length,
+             "reason": reason}
+            for offset, length, reason in lines
+        ])
+        for offset, length, reason in lines:
+            report.skipped[reason] += 1
+        report.dead_lettered += len(lines)
+        for offset, length, reason in lines[:_LOGGED_SKIPS]:
+            log.info("line.skipped", file=path, offset=offset, length=length,
+                     error_type=reason, stage="parse")
+        if len(lines) > _LOGGED_SKIPS:
+            log.warning("line.skipped.more", file=path, count=len(lines) - _LOGGED_SKIPS,
+                        stage="parse", hint="every skipped line is in deadletter.jsonl")
 
     def _take(self, res: ParseResult, item: _FileWork, base: int, report: PassReport) -> None:
-        for off, length, reason in res.skipped_lines:
-            self._skip_line(report, item, base + off, length, reason)
+        if res.skipped_lines:
+            self._skip_lines(report, item, [(base + off, length, reason)
+                                            for off, length, reason in res.skipped_lines])
         self._add(res.records, Origin(item.source, str(item.path), base), report)
 
     def _add(self, records: list[Record], origin: Origin, report: PassReport) -> None:

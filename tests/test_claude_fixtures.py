@@ -241,3 +241,28 @@ def test_sub_agent_is_tied_to_its_task_call_by_its_meta_file(tmp_path: Path) -> 
         result = ClaudeSource().parse(copy.read_bytes(), {}, ctx, final=True)
         rels = [r for r in result.records if type(r).__name__ == "SessionRelationship"]
         assert [(r.agent_id, r.tool_use_id) for r in rels] == [("showcol1", want)]
+
+
+def test_a_file_of_garbage_is_dead_lettered_in_one_pass(tmp_path: Path) -> None:
+    """50,000 malformed lines around one good response: every bad line is counted and
+    listed in the dead-letter file, the response is stored, and the log names only the
+    first few lines and then how many more there were (not one event per line)."""
+    project = tmp_path / "claude" / "projects" / "p"
+    project.mkdir(parents=True)
+    good = (SYNTHETIC / "claude" / "c01-streaming-split").glob("**/*.jsonl")
+    lines = b"".join(path.read_bytes().rstrip(b"\n") + b"\n" for path in good)
+    garbage = [b"not json %d\n" % i for i in range(50_000)]
+    (project / "s.jsonl").write_bytes(b"".join(garbage[:25_000]) + lines
+                                      + b"".join(garbage[25_000:]))
+    env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), "RELAYBURN_HOME": str(tmp_path / "h")}
+    proc = run_cli("ingest", env=env)
+    assert "50000 invalid_json" in proc.stdout
+    dead = (tmp_path / "h" / "deadletter.jsonl").read_text().splitlines()
+    assert len(dead) == 50_000
+    assert {json.loads(d)["reason"] for d in dead} == {"invalid_json"}
+    events = [json.loads(line)["event"] for line in proc.stderr.splitlines()
+              if line.startswith("{")]
+    assert "line.skipped.more" in events
+    assert len(events) < 50  # not one event per line
+    summary = json.loads(run_cli("summary", "--json", "--tz", "UTC", env=env).stdout)
+    assert summary["totals"]["requests"] >= 1
