@@ -56,7 +56,8 @@ class _Record(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="kind"
     rank_fields: ClassVar[tuple[str, ...]] = ()
 
     def rank_basis(self) -> tuple[int, ...]:
-        return tuple(int(getattr(self, name) or 0) for name in self.rank_fields)
+        fields = self.rank_fields
+        return tuple(int(getattr(self, name) or 0) for name in fields) if fields else ()
 
 
 class ToolCall(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -263,7 +264,9 @@ def seal_line(record: _Record) -> bytes:
     rank = _RANK_FORMAT[len(basis)] % (*basis, digest) if basis else digest
     record.rank = rank
     rid = record.id
-    if not _PLAIN_ID.issuperset(rid):
+    # ids are hex digests (isalnum and isascii are single C loops); anything else is
+    # checked character by character
+    if not (rid.isalnum() and rid.isascii()) and not _PLAIN_ID.issuperset(rid):
         return _encoder.encode(record)  # an id JSON would escape: no splicing
     cut = _ID_OFFSET[KIND_OF[type(record)]] + len(rid) + 1
     view = memoryview(body)  # slices of a view are not copies: a content line is copied once
