@@ -208,10 +208,11 @@ class FileAdapter:
         result = WriteResult()
         if not batch.records:
             return result
+        sessions = {r.session_id for r in batch.records if type(r) is ContentRecord}
+        bad = {sid for sid in sessions if not is_safe_session_id(sid)}
         unsafe = tuple(
-            r.id for r in batch.records
-            if isinstance(r, ContentRecord) and not is_safe_session_id(r.session_id)
-        )
+            r.id for r in batch.records if type(r) is ContentRecord and r.session_id in bad
+        ) if bad else ()
         if unsafe:
             raise SinkRejected(
                 f"{len(unsafe)} content record(s) carry a session id that is not safe as a "
