@@ -4,7 +4,7 @@ A server that accepts a connection and then never answers blocks a libpq
 call forever, and ``statement_timeout`` cannot help when the server (or the
 network) is what hangs. So every call runs under three limits: libpq's
 ``connect_timeout``, the server's ``statement_timeout`` and TCP keepalives,
-plus a client-side deadline: a timer that shuts the socket down if the call
+plus a client-side deadline: a watchdog that shuts the socket down if the call
 outlives it, which turns a hung peer into ``SinkUnavailable``.
 
 psycopg errors become relayburnd's sink errors here and nowhere else. Messages
@@ -20,6 +20,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -238,6 +239,61 @@ def _one_line(text: str) -> str:
 # ------------------------------------------------------------------ deadline
 
 
+class _Watchdog:
+    """One thread per process that ends the calls still running at their deadline.
+
+    A call registers its deadline and removes it when it returns: two dict
+    operations under a lock, where a timer thread per call cost a thread start
+    (and, on a busy process, a wait for the interpreter lock) for every batch.
+    The thread sleeps until the earliest deadline it knows of and is woken only
+    when a call's deadline comes before that (or it had none), so calls that
+    all use the same limit almost never wake it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active: dict[int, _Deadline] = {}
+        self._wake_at: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._active[id(deadline)] = deadline
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="relayburnd-pg-deadline",
+                                                daemon=True)
+                self._thread.start()
+            if self._wake_at is None or deadline.at < self._wake_at:
+                self._wake_at = deadline.at
+                self._cond.notify()
+
+    def remove(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._active.pop(id(deadline), None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key, deadline in list(self._active.items()):
+                    if deadline.at <= now:
+                        del self._active[key]
+                        deadline.fire()
+                self._wake_at = min((d.at for d in self._active.values()), default=None)
+                self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+
+
+_watchdog = _Watchdog()
+
+
+def _new_watchdog() -> None:
+    global _watchdog
+    _watchdog = _Watchdog()  # a forked child has no watchdog thread, and maybe a held lock
+
+
+os.register_at_fork(after_in_child=_new_watchdog)
+
+
 class _Deadline:
     """Shuts the connection's socket down if a call is still running at the deadline.
 
@@ -245,16 +301,18 @@ class _Deadline:
     pending libpq call fails at once with a connection error.
     """
 
+    __slots__ = ("_done", "_fd", "_lock", "_watchdog", "at", "fired")
+
     def __init__(self, fd: int, seconds: float) -> None:
         self._fd = fd
         self._lock = threading.Lock()
         self._done = False
         self.fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        self.at = time.monotonic() + seconds
+        self._watchdog = _watchdog
+        self._watchdog.add(self)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
             if self._done:
                 return
@@ -273,7 +331,7 @@ class _Deadline:
     def finish(self) -> None:
         with self._lock:
             self._done = True
-        self._timer.cancel()
+        self._watchdog.remove(self)  # outside our lock: the watchdog fires under its own
 
 
 # ------------------------------------------------------------------ session
