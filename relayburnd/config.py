@@ -26,6 +26,7 @@ CONTENT_MODES = ("full", "hash-only", "off")
 STORAGES = ("file", "sqlite", "postgres", "http")
 WATCH_MODES = ("auto", "inotify", "poll")
 LOG_FORMATS = ("auto", "json", "console")
+HTTP_COMPRESSIONS = ("zstd", "gzip")
 
 
 def _paths(value: str) -> tuple[Path, ...]:
@@ -154,6 +155,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Base URL of a relayburnd server (storage=http)."),
     Setting("http_token", "RELAYBURN_HTTP_TOKEN", _str, "",
             "Bearer token for the relayburnd server.", secret=True),
+    Setting("http_compression", "RELAYBURN_HTTP_COMPRESSION", _choice(HTTP_COMPRESSIONS), "zstd",
+            "How the http adapter compresses batches: zstd, or gzip for a proxy that needs it "
+            "(a server too old for zstd gets gzip anyway)."),
     Setting("server_tokens", "RELAYBURN_SERVER_TOKENS", _str, "",
             "Tokens relayburnd serve accepts: comma-separated name:token or bare tokens "
             "(name:token:read or :write limits one).", secret=True),
@@ -162,7 +166,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server_max_body", "RELAYBURN_SERVER_MAX_BODY", _size, "8MiB",
             "Largest request body relayburnd serve reads, as sent (compressed)."),
     Setting("server_max_decompressed", "RELAYBURN_SERVER_MAX_DECOMPRESSED", _size, "64MiB",
-            "Largest request body relayburnd serve accepts after gzip decompression."),
+            "Largest request body relayburnd serve accepts after decompression (gzip or zstd)."),
     Setting("server_request_timeout", "RELAYBURN_SERVER_REQUEST_TIMEOUT", _positive_float, "30",
             "Seconds relayburnd serve waits for a request body (then 408) or a free "
             "database connection (then 503)."),
@@ -222,6 +226,7 @@ class Settings:
     pg_dsn: str
     http_url: str
     http_token: str
+    http_compression: str
     server_tokens: str
     server_tokens_file: str
     server_max_body: int

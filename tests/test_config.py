@@ -124,6 +124,7 @@ BAD: dict[str, list[str]] = {
     "server_max_decompressed": ["-1MiB", "1.5GiB"],
     "server_request_timeout": ["0", "nan", "soon"],
     "server_db_connections": ["0", "many"],
+    "http_compression": ["br", "none"],
 }
 # Settings that take any text (server tokens are checked when the server starts).
 FREE_FORM = {"home", "sqlite_path", "pg_dsn", "http_url", "http_token", "claude_dirs",

@@ -5,6 +5,11 @@
 * gzip is inflated with ``max_length`` set to the remaining allowance, so a
   small body that would inflate to gigabytes (a gzip bomb) costs at most the
   limit plus one byte of memory before it is refused.
+* zstd the same way (see ``_unzstd``): a frame that states a size over the
+  limit is refused before it is inflated, and any other body is inflated into
+  a bounded buffer, or counted in chunks before it is kept. Frames may use a
+  window of at most 8 MiB, the limit RFC 9659 sets for the ``zstd`` content
+  coding, so a frame header cannot make the server allocate more.
 * The whole body must arrive within the request timeout (a client that sends
   one byte a minute holds nothing for long).
 * A request refused before its body was read still has its body drained (up to
@@ -21,12 +26,18 @@ from __future__ import annotations
 import asyncio
 import zlib
 
+import zstandard
 from starlette.requests import ClientDisconnect, Request
 
 from .errors import ApiError
 
 GZIP = ("gzip", "x-gzip")
+ZSTD = "zstd"
+IDENTITY = ("", "identity")
+ENCODINGS = (*IDENTITY, *GZIP, ZSTD)  # Content-Encoding values a batch may use
 DRAIN_FACTOR = 4
+ZSTD_MAX_WINDOW = 8 << 20  # RFC 9659: decoders of the zstd content coding need no more
+ZSTD_COUNT_CHUNK = 1 << 20  # output counted at a time by the bounded pass of _unzstd
 
 
 class ClientGone(Exception):
@@ -97,16 +108,23 @@ async def drain(request: Request, limit: int, timeout: float) -> None:
         return
 
 
+def unsupported_encoding(encoding: str) -> ApiError:
+    return ApiError(415, "unsupported_encoding",
+                    f"Content-Encoding {encoding[:40]!r} is not supported; send zstd, gzip or "
+                    "identity")
+
+
 def inflate(data: bytes, encoding: str, limit: int) -> bytes:
-    """The decompressed body: identity or gzip (several members allowed), at most ``limit``."""
-    if encoding in ("", "identity"):
+    """The decompressed body (identity, gzip or zstd; several members or frames allowed),
+    at most ``limit`` bytes."""
+    if encoding in IDENTITY:
         if len(data) > limit:
             raise _too_large(limit)
         return data
+    if encoding == ZSTD:
+        return _unzstd(data, limit)
     if encoding not in GZIP:
-        raise ApiError(415, "unsupported_encoding",
-                       f"Content-Encoding {encoding[:40]!r} is not supported; send gzip or "
-                       "identity")
+        raise unsupported_encoding(encoding)
     out: list[bytes] = []
     size = 0
     rest = data
@@ -126,6 +144,53 @@ def inflate(data: bytes, encoding: str, limit: int) -> bytes:
     except zlib.error as exc:
         raise ApiError(400, "invalid_gzip", f"the body is not valid gzip ({exc})") from None
     return b"".join(out)
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    """A zstd body inflated, at most ``limit`` bytes.
+
+    The usual body (the http adapter's) is one frame that states its size: it
+    is refused at once when that size is over the limit, else inflated in one
+    call into a buffer of exactly that size, which also refuses a frame that
+    is cut short or holds more than it states. Anything else (several frames,
+    frames without a size) is first inflated in chunks that are counted and
+    dropped, so a bomb costs one chunk of memory, then frame by frame, each of
+    which must be complete.
+    """
+    try:
+        stated = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as exc:
+        raise _invalid_zstd(f"the body is not valid zstd ({exc})") from None
+    if stated > limit:
+        raise _too_large(limit)
+    inflater = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+    if stated >= 0:
+        try:
+            return inflater.decompress(data, read_across_frames=False, allow_extra_data=False)
+        except zstandard.ZstdError:
+            pass  # more than one frame, or a bad one: the careful path below says which
+    try:
+        reader = inflater.stream_reader(data, read_across_frames=True)
+        size = 0
+        while chunk := reader.read(ZSTD_COUNT_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+        out: list[bytes] = []
+        rest = data
+        while rest:  # bounded: the same frames just inflated to at most ``limit``
+            frame = inflater.decompressobj(read_across_frames=False)
+            out.append(frame.decompress(rest))
+            if not frame.eof:
+                raise _invalid_zstd("the zstd body ends before its frame does")
+            rest = frame.unused_data
+    except zstandard.ZstdError as exc:
+        raise _invalid_zstd(f"the body is not valid zstd ({exc})") from None
+    return b"".join(out)
+
+
+def _invalid_zstd(message: str) -> ApiError:
+    return ApiError(400, "invalid_zstd", message)
 
 
 def _too_large(limit: int) -> ApiError:

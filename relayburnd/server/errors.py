@@ -13,7 +13,8 @@ from ..storage import http_wire as wire
 
 # status -> the codes it can carry (documentation and tests read this table)
 CODES: dict[int, tuple[str, ...]] = {
-    400: ("malformed_json", "invalid_gzip", "invalid_parameter", "unsafe_session_id"),
+    400: ("malformed_json", "invalid_gzip", "invalid_zstd", "invalid_parameter",
+          "unsafe_session_id"),
     401: ("unauthorized",),
     403: ("forbidden",),
     404: ("not_found",),

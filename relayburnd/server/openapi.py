@@ -116,9 +116,9 @@ def _paths() -> dict[str, Any]:
         wire.BATCHES_PATH: {"post": {
             "operationId": "postBatch",
             "summary": "Store a batch of records (idempotent).",
-            "description": "The body may be gzip-compressed (Content-Encoding: gzip). Records "
-                           "are validated before anything is written; one transaction stores "
-                           "them all or none.",
+            "description": "The body may be compressed (Content-Encoding: zstd or gzip). "
+                           "Records are validated before anything is written; one transaction "
+                           "stores them all or none.",
             "requestBody": {"required": True,
                             "content": {wire.JSON: {"schema": _ref("BatchBody")}}},
             "responses": {

@@ -38,6 +38,10 @@ class AdapterPool:
 
     async def acquire(self, timeout: float) -> StorageAdapter:
         try:
+            return self._free.get_nowait()  # the usual case: no timer, no task
+        except asyncio.QueueEmpty:
+            pass
+        try:
             return await asyncio.wait_for(self._free.get(), timeout)
         except TimeoutError:
             raise busy(self.what) from None

@@ -59,6 +59,8 @@ class ServerMetrics:
         self.body_bytes = Counter(
             "relayburnd_server_batch_bytes", "Batch body bytes, as sent and decompressed.",
             ["form"], registry=r)
+        self.sent_bytes = self.body_bytes.labels("sent")
+        self.decompressed_bytes = self.body_bytes.labels("decompressed")
         self.in_flight = Gauge(
             "relayburnd_server_batches_in_flight", "Batches being read, checked or written.",
             registry=r, multiprocess_mode="livesum")
@@ -113,19 +115,23 @@ class Instrument:
         method = scope["method"] if scope["method"] in _METHODS else "other"
         status = 500
         started = time.perf_counter()
+        answered: float | None = None  # when the last byte of the answer was handed over
 
         async def counted(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = int(message["status"])
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = time.perf_counter()
 
         try:
             await self.app(scope, receive, counted)
         finally:
             self.metrics.requests.labels(route, method, str(status)).inc()
             if route.endswith("/batches") and method == "POST":
-                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                done = answered if answered is not None else time.perf_counter()
+                self.metrics.batch_seconds.observe(done - started)
 
 
 def scope_info(scope: Scope) -> dict[str, Any]:

@@ -9,7 +9,8 @@ Wire rules:
 
 * A batch is ``POST /v1/batches`` with ``{"records": [<record>, ...]}``, each
   record the JSON of ``records.encode`` (its ``kind`` tag first), optionally
-  gzip-compressed. The answer is ``BatchAccepted``; a refusal is ``ErrorBody``
+  compressed (``Content-Encoding: zstd`` or ``gzip``; a server that knows
+  neither answers 415). The answer is ``BatchAccepted``; a refusal is ``ErrorBody``
   whose ``records`` name the offending indexes in the request (and the id
   when one could be read), so a client can dead-letter exactly those.
 * Listings (``/v1/turns`` ...) are NDJSON: one encoded record per line, then

@@ -6,6 +6,8 @@ HTTP/1.1 requests to it one at a time and can, per request, answer with a
 scripted status instead (429 with Retry-After, 503, 401), or forward the
 request, let the server commit and answer, and then reset the client's
 connection before a byte of the answer reaches it (the ambiguous commit, F05).
+It can also refuse request bodies in some Content-Encodings with the 415 a
+server (or proxy) that does not know them answers.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class Seen:
     method: str
     path: str
     action: str
+    encoding: str = ""  # the request's Content-Encoding
 
 
 @dataclass
@@ -167,6 +170,9 @@ class Reply:
 
 FORWARD = "forward"
 RESET_AFTER_COMMIT = "reset-after-commit"  # forward, let the server answer, reset the client
+# What relayburnd serve answered to a zstd body before it knew zstd.
+OLD_SERVER_415 = Reply(415, body=b'{"error":"unsupported_encoding","message":"Content-Encoding '
+                                 b"'zstd' is not supported; send gzip or identity\"}")
 
 
 class FaultProxy:
@@ -176,6 +182,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.script: list[str | Reply] = []
         self.seen: list[Seen] = []
+        self.refused_encodings: dict[str, Reply] = {}  # Content-Encoding -> the answer to it
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -204,6 +211,7 @@ class FaultProxy:
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
                 length = 0
+                encoding = ""
                 kept = [lines[0]]
                 for line in lines[1:]:
                     if not line:
@@ -211,14 +219,16 @@ class FaultProxy:
                     name = line.split(":", 1)[0].strip().lower()
                     if name == "content-length":
                         length = int(line.split(":", 1)[1])
+                    if name == "content-encoding":
+                        encoding = line.split(":", 1)[1].strip().lower()
                     if name != "connection":
                         kept.append(line)
                 body = await reader.readexactly(length) if length else b""
-                action = self._next_action()
+                action = self.refused_encodings.get(encoding) or self._next_action()
                 with self._lock:
                     self.seen.append(Seen(time.monotonic(), method, path,
                                           action if isinstance(action, str)
-                                          else f"reply {action.status}"))
+                                          else f"reply {action.status}", encoding))
                 if isinstance(action, Reply):
                     await self._reply(writer, action)
                     continue

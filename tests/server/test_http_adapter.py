@@ -20,9 +20,19 @@ from storage_corpus import corpus, turn
 from relayburnd.config import load_settings
 from relayburnd.delivery import DeadLetters, Deliverer
 from relayburnd.errors import SinkMisconfigured, SinkRejected, SinkUnavailable
-from relayburnd.records import Batch, ContentRecord, Record, fold, make_id, seal
+from relayburnd.records import (
+    Batch,
+    ContentRecord,
+    Record,
+    Turn,
+    encode,
+    fold,
+    make_id,
+    seal,
+    seal_line,
+)
 from relayburnd.storage import open_adapter
-from relayburnd.storage.base import SummarySpec
+from relayburnd.storage.base import Filter, SummarySpec
 from relayburnd.storage.http import (
     HttpAdapter,
     Outcome,
@@ -30,6 +40,7 @@ from relayburnd.storage.http import (
     parse_retry_after,
     split_requests,
 )
+from relayburnd.storage.http_wire import BatchBody
 from tests.conftest import run_cli
 
 
@@ -105,6 +116,20 @@ class TestSplitting:
         assert [len(p) for p in parts] == [2, 1, 2, 1]
         assert all(len(p.body) <= 2 * 1024 * 1024 for p in parts if len(p) > 1)
 
+    @pytest.mark.parametrize("max_bytes", [2 * 1024 * 1024, 20_000])
+    def test_bodies_join_the_encodings_sealing_made(self, max_bytes: int) -> None:
+        """With the batch's lines, bodies are joined from them: the same bytes, the same split."""
+        batch = Batch()
+        for rec in corpus(seed=43, n=40):
+            batch.add(rec, line=seal_line(rec))
+        recs = list(fold(batch.records).values())
+        joined = split_requests(recs, 25, max_bytes, lines=batch.lines)
+        encoded = split_requests(recs, 25, max_bytes)
+        assert [p.records for p in joined] == [p.records for p in encoded]
+        assert [p.body for p in joined] == [p.body for p in encoded]
+        assert all(msgspec.json.decode(p.body, type=BatchBody).records == p.records
+                   for p in joined)
+
 
 class TestWrites:
     def test_counts_and_redelivery(self, client: HttpAdapter) -> None:
@@ -114,6 +139,25 @@ class TestWrites:
         assert first.inserted == len(fold(recs)) and first.updated == first.unchanged == 0
         again = client.write(Batch(recs))
         assert again.unchanged == len(fold(recs)) and again.inserted == again.updated == 0
+
+    def test_a_batch_with_its_lines_reads_back_as_sent(self, client: HttpAdapter) -> None:
+        """A batch as the daemon makes it (encodings from sealing) is stored record for record."""
+        batch = Batch()
+        recs = [turn(random.Random(3), 3000 + i, session_id="s-lines") for i in range(40)]
+        for rec in recs:
+            batch.add(rec, line=seal_line(rec))
+        assert client.write(batch).inserted == 40
+        back = list(client.turns(Filter(session_id="s-lines")))
+        assert sorted(map(encode, back)) == sorted(map(encode, recs))
+
+    def test_an_id_twice_in_a_batch_keeps_its_greatest_rank(self, client: HttpAdapter) -> None:
+        """Two snapshots of one turn in a batch: one record is sent and stored, the larger."""
+        small = turn(random.Random(4), 4000, session_id="s-twice", output_tokens=5)
+        large = seal(msgspec.structs.replace(small, output_tokens=500, rank=""))
+        assert isinstance(large, Turn) and large.rank > small.rank
+        result = client.write(Batch([large, small]))
+        assert result.inserted == 1 and result.unchanged == result.updated == 0
+        assert [t.output_tokens for t in client.turns(Filter(session_id="s-twice"))] == [500]
 
     def test_a_batch_travels_as_several_requests(self, sqlite_server: ServerProcess,
                                                  tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+import zstandard
 from server_support import TOKENS, ServerProcess, client_settings, sqlite_env
 
 from relayburnd.records import Turn, encode, make_id, seal
@@ -101,6 +102,30 @@ BOMB = _bomb(64)  # 64 MiB in about 64 KiB
 # The same inflated size as 64 concatenated gzip members (a valid gzip stream too).
 MEMBERS = b"".join([gzip.compress(b" " * (1 << 20), 9)] * 64)
 
+
+def _zstd_bomb(mib: int, *, stated: bool) -> bytes:
+    """The same padded batch as one zstd frame (a few KiB), with or without its size."""
+    head, tail = body(turn_json())[:-2], b"]}"
+    size = len(head) + (mib << 20) + len(tail)
+    frame = zstandard.ZstdCompressor(level=3).compressobj(size=size if stated else -1)
+    block = b" " * (1 << 20)
+    parts = [frame.compress(head), *(frame.compress(block) for _ in range(mib)),
+             frame.compress(tail), frame.flush()]
+    return b"".join(parts)
+
+
+def _zstd_wide_window(data: bytes) -> bytes:
+    """A frame asking for a 16 MiB window (RFC 9659 lets a decoder refuse over 8 MiB)."""
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=24,
+                                                            write_content_size=False)
+    frame = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    return frame.compress(data) + frame.flush()
+
+
+ZSTD_BOMB = _zstd_bomb(64, stated=True)
+ZSTD_STREAM_BOMB = _zstd_bomb(64, stated=False)
+ZSTD_FRAMES = zstandard.ZstdCompressor(level=3).compress(b" " * (1 << 20)) * 64
+
 CASES: list[Case] = [
     ("no token", _post(body(turn_json()), JSON), 401, "unauthorized"),
     ("unknown token", _post(body(turn_json()), {**JSON, "Authorization": "Bearer " + "x" * 30}),
@@ -135,6 +160,35 @@ CASES: list[Case] = [
     ("truncated gzip", _post(gzip.compress(body(turn_json()))[:-12],
                              {**JSON, **auth(), "Content-Encoding": "gzip"}),
      400, "invalid_gzip"),
+    ("zstd bomb", _post(ZSTD_BOMB, {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     413, "decompressed_too_large"),
+    ("zstd bomb without its size",
+     _post(ZSTD_STREAM_BOMB, {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     413, "decompressed_too_large"),
+    ("zstd bomb in many frames", _post(ZSTD_FRAMES, {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     413, "decompressed_too_large"),
+    ("not zstd", _post(b"this is not zstd", {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     400, "invalid_zstd"),
+    ("empty zstd", _post(b"", {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     400, "invalid_zstd"),
+    ("truncated zstd", _post(zstandard.ZstdCompressor().compress(body(turn_json()))[:-12],
+                             {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     400, "invalid_zstd"),
+    ("truncated zstd without its size", _post(_zstd_wide_window(body(turn_json()))[:-3],
+                                              {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     400, "invalid_zstd"),
+    ("zstd with bytes after the frame",
+     _post(zstandard.ZstdCompressor().compress(body(turn_json())) + b"\x00junk",
+           {**JSON, **auth(), "Content-Encoding": "zstd"}), 400, "invalid_zstd"),
+    ("zstd window over 8 MiB", _post(_zstd_wide_window(body(turn_json())),
+                                     {**JSON, **auth(), "Content-Encoding": "zstd"}),
+     400, "invalid_zstd"),
+    ("gzip inside zstd",
+     _post(zstandard.ZstdCompressor().compress(gzip.compress(body(turn_json()))),
+           {**JSON, **auth(), "Content-Encoding": "zstd"}), 400, "malformed_json"),
+    ("two encodings",
+     _post(body(turn_json()), {**JSON, **auth(), "Content-Encoding": "zstd, gzip"}),
+     415, "unsupported_encoding"),
     ("malformed json", _post(b'{"records": [', {**JSON, **auth()}), 400, "malformed_json"),
     ("not utf-8", _post(body(turn_json(session_id="s-1")).replace(b"s-1", b"s-\xff"),
                         {**JSON, **auth()}), 400, "malformed_json"),
@@ -246,6 +300,21 @@ class TestHostileRequests:
             resp = api.post("/v1/batches", content=BOMB,
                             headers={**JSON, **auth(), "Content-Encoding": "gzip"})
             assert resp.status_code == 413
+        assert _rss_kib(server.proc.pid) - rss < 16 * 1024
+
+    @pytest.mark.parametrize("bomb", [ZSTD_BOMB, ZSTD_STREAM_BOMB, ZSTD_FRAMES],
+                             ids=["stated size", "streamed", "frames"])
+    def test_a_zstd_bomb_does_not_inflate_in_memory(
+        self, api: httpx.Client, server: ServerProcess, bomb: bytes
+    ) -> None:
+        """64 MiB in a few KiB of zstd costs the server at most about its limit, whatever the
+        framing."""
+        rss = _rss_kib(server.proc.pid)
+        for _ in range(3):
+            resp = api.post("/v1/batches", content=bomb,
+                            headers={**JSON, **auth(), "Content-Encoding": "zstd"})
+            assert resp.status_code == 413
+            assert resp.json()["error"] == "decompressed_too_large"
         assert _rss_kib(server.proc.pid) - rss < 16 * 1024
 
     def test_a_body_that_never_arrives_times_out(self, server: ServerProcess,
