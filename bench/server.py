@@ -6,9 +6,13 @@ each writing its own share of the turns in 1,000-record batches, prints:
 * records/s and per-batch latency (p50, p99) of ``PostgresAdapter.write``
   straight into the database;
 * the same through a ``relayburnd serve`` process (``HttpAdapter``: JSON
-  encoding, gzip level 1, HTTP on loopback, strict validation, the same
-  adapter write on the server);
+  encoding, zstd level 1 as the daemon sends it (``--http-compression gzip``
+  for gzip level 1), HTTP on loopback, strict validation, the same adapter
+  write on the server);
 * the ratio of the two (the target is >= 60% of direct);
+* CPU per 1,000 records of each path: the clients, the server (all its
+  workers) and PostgreSQL (every ``postgres`` process on the machine, when
+  it runs there), which a shared machine disturbs less than the rates;
 * WAL written and bytes stored per record, for the capacity model in
   ``docs/scaling.md``.
 
@@ -24,12 +28,13 @@ the numbers are for comparing, not for quoting without the machine. Usage::
 
     python bench/server.py [--admin-dsn "host=127.0.0.1 user=postgres"] [--records 100000]
         [--clients 1,4] [--batch 1000] [--repeat 3] [--server-workers 1]
-        [--corpus DIR [--content-store full|hash-only|off]]
+        [--http-compression zstd|gzip] [--corpus DIR [--content-store full|hash-only|off]]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -54,12 +59,13 @@ TOKEN = "bench-token-0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _settings(store: str, target: str, home: str) -> Any:
+def _settings(store: str, target: str, home: str, compression: str = "zstd") -> Any:
     env = {"RELAYBURN_HOME": home, "RELAYBURN_STORAGE": store}
     if store == "postgres":
         env["RELAYBURN_PG_DSN"] = target
     else:
-        env.update(RELAYBURN_HTTP_URL=target, RELAYBURN_HTTP_TOKEN=TOKEN)
+        env.update(RELAYBURN_HTTP_URL=target, RELAYBURN_HTTP_TOKEN=TOKEN,
+                   RELAYBURN_HTTP_COMPRESSION=compression)
     return load_settings(env=env)
 
 
@@ -96,32 +102,35 @@ def corpus_store(corpus: Path, into: Path, content_store: str) -> str:
 
 
 def client(store: str, target: str, source: str, batch: int, index: int, clients: int,
-           barrier: Barrier, out: Any) -> None:
+           compression: str, barrier: Barrier, out: Any) -> None:
     """One host: write every ``clients``-th batch of the workload, timing each write."""
     records = workload(source)
     n = len(records)
     mine = [records[i:i + batch] for i in range(index * batch, n, clients * batch)]
-    adapter = open_adapter(_settings(store, target, f"/tmp/relayburn-bench-{os.getpid()}"))
+    adapter = open_adapter(_settings(store, target, f"/tmp/relayburn-bench-{os.getpid()}",
+                                     compression))
     try:
         adapter.healthcheck()
         barrier.wait(120)
         started = time.perf_counter()
+        cpu = time.process_time()
         latencies = []
         for records in mine:
             t0 = time.perf_counter()
             adapter.write(Batch(list(records)))
             latencies.append(time.perf_counter() - t0)
-        out.put((started, time.perf_counter(), sum(len(b) for b in mine), latencies))
+        out.put((started, time.perf_counter(), sum(len(b) for b in mine), latencies,
+                 time.process_time() - cpu))
     finally:
         adapter.close()
 
 
-def run_phase(store: str, target: str, source: str, batch: int, clients: int
-              ) -> dict[str, float]:
+def run_phase(store: str, target: str, source: str, batch: int, clients: int,
+              compression: str) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(clients), ctx.Queue()
-    procs = [ctx.Process(target=client,
-                         args=(store, target, source, batch, i, clients, barrier, out))
+    procs = [ctx.Process(target=client, args=(store, target, source, batch, i, clients,
+                                              compression, barrier, out))
              for i in range(clients)]
     for p in procs:
         p.start()
@@ -137,6 +146,7 @@ def run_phase(store: str, target: str, source: str, batch: int, clients: int
         "p50": statistics.median(lat) * 1000,
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "records": records,
+        "client_cpu": sum(r[4] for r in results),
     }
 
 
@@ -152,6 +162,24 @@ def _cpu_seconds(pid: int) -> float:
     except (OSError, IndexError, ValueError):
         pass
     return total
+
+
+def _postgres_cpu() -> float | None:
+    """User + system CPU of every ``postgres`` process on this machine (None if none is seen),
+    including the backends that have ended (the postmaster has reaped them)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, seen = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+        except OSError:
+            continue
+        if not head.endswith("(postgres"):
+            continue
+        fields = rest.split()  # utime, stime, then cutime, cstime (reaped children)
+        total += sum(int(f) for f in fields[11:15]) / ticks
+        seen = True
+    return total if seen else None
 
 
 def _wal_lsn(dsn: str) -> int:
@@ -228,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --corpus: the content mode the records are made with")
     ap.add_argument("--server-workers", type=int, default=1,
                     help="relayburnd serve --workers (processes behind the one port)")
+    ap.add_argument("--http-compression", default="zstd", choices=["zstd", "gzip"],
+                    help="RELAYBURN_HTTP_COMPRESSION of the server path's clients")
     ap.add_argument("--corpus", type=Path,
                     help="a bench/corpus.py output: ship its records (every kind, content "
                          "text included) instead of made-up turns")
@@ -245,10 +275,10 @@ def _run(args: argparse.Namespace, counts: list[int], source: str) -> int:
     total = len(workload(source))
     what = "records of the corpus" if args.corpus else "turns"
     print(f"{os.cpu_count()} CPUs; {total:,} {what} per phase in batches of {args.batch:,}; "
-          f"server workers: {args.server_workers}", flush=True)
+          f"server workers: {args.server_workers}; server path in {args.http_compression}",
+          flush=True)
     rows = []
     budget: list[tuple[float, float]] = []  # (WAL bytes, stored bytes) per record, per phase
-    server_cpu: list[float] = []  # server CPU seconds per record, per server phase
     with scratch_database(args.admin_dsn) as dsn:
         open_adapter(_settings("postgres", dsn, "/tmp/relayburn-bench")).healthcheck()  # migrate
         server = Server(dsn, max(counts), args.server_workers)
@@ -259,13 +289,18 @@ def _run(args: argparse.Namespace, counts: list[int], source: str) -> int:
                     for store, target in (("postgres", dsn), ("http", server.url)):
                         empty(dsn)
                         wal, cpu = _wal_lsn(dsn), _cpu_seconds(server.proc.pid)
-                        runs[store].append(run_phase(store, target, source, args.batch,
-                                                     clients))
-                        if store == "http":
-                            server_cpu.append((_cpu_seconds(server.proc.pid) - cpu) / total)
+                        pg_cpu = _postgres_cpu()
+                        run = run_phase(store, target, source, args.batch, clients,
+                                        args.http_compression)
+                        run["server_cpu"] = (_cpu_seconds(server.proc.pid) - cpu
+                                             if store == "http" else 0.0)
+                        after = _postgres_cpu()
+                        run["pg_cpu"] = (after - pg_cpu if pg_cpu is not None
+                                         and after is not None else math.nan)
+                        runs[store].append(run)
                         budget.append(((_wal_lsn(dsn) - wal) / total,
                                        _stored_bytes(dsn) / total))
-                rows.append((clients, _median(runs["postgres"]), _median(runs["http"])))
+                rows.append((clients, runs["postgres"], runs["http"]))
                 shown = {k: ", ".join(f"{r['rate']:,.0f}" for r in v) for k, v in runs.items()}
                 print(f"  {clients} client(s): direct {shown['postgres']}; "
                       f"server {shown['http']} records/s", flush=True)
@@ -274,17 +309,25 @@ def _run(args: argparse.Namespace, counts: list[int], source: str) -> int:
 
     print()
     print("clients  path     records/s   p50 ms   p99 ms   vs direct")
-    for clients, direct, http in rows:
-        for name, r in (("direct", direct), ("server", http)):
+    for clients, direct_runs, http_runs in rows:
+        direct = _median(direct_runs)
+        for name, r in (("direct", direct), ("server", _median(http_runs))):
             ratio = r["rate"] / direct["rate"]
             print(f"{clients:>7}  {name:<7} {r['rate']:>10,.0f} {r['p50']:>8.1f} "
                   f"{r['p99']:>8.1f}   {ratio:>8.0%}")
+    print("\nCPU ms per 1,000 records (median of the runs; the server's includes its "
+          "share of the adapter write)")
+    print("clients  path       clients   server  PostgreSQL    total")
+    for clients, direct_runs, http_runs in rows:
+        for name, runs_ in (("direct", direct_runs), ("server", http_runs)):
+            per = {k: statistics.median(r[k] for r in runs_) / total * 1e6
+                   for k in ("client_cpu", "server_cpu", "pg_cpu")}
+            server_cpu = f"{per['server_cpu']:.2f}" if name == "server" else "-"
+            print(f"{clients:>7}  {name:<7} {per['client_cpu']:>10.2f} {server_cpu:>8} "
+                  f"{per['pg_cpu']:>11.2f} {sum(per.values()):>8.2f}")
     wal = statistics.median(b[0] for b in budget)
     size = statistics.median(b[1] for b in budget)
-    cpu = statistics.median(server_cpu) * 1000 * 1000
-    print(f"\nserver CPU: {cpu:.1f} ms per 1,000 records (HTTP, checks and the adapter's "
-          "share of the write)")
-    print(f"per record written into empty tables: {wal:,.0f} bytes of WAL, "
+    print(f"\nper record written into empty tables: {wal:,.0f} bytes of WAL, "
           f"{size:,.0f} bytes stored (heap + indexes + TOAST of every table)")
     return 0
 
