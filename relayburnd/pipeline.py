@@ -337,8 +337,7 @@ class Pipeline:
              "reason": reason}
             for offset, length, reason in lines
         ])
-        for offset, length, reason in lines:
-            report.skipped[reason] += 1
+        report.skipped.update(reason for _offset, _length, reason in lines)
         report.dead_lettered += len(lines)
         for offset, length, reason in lines[:_LOGGED_SKIPS]:
             log.info("line.skipped", file=path, offset=offset, length=length,
