@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "storage"))
 
-from server_support import ServerProcess, postgres_env, sqlite_env
+from server_support import FaultProxy, ServerProcess, postgres_env, sqlite_env
 from storage_support import PgServer
 
 PG_ADMIN = os.environ.get(
@@ -56,3 +56,14 @@ def pg_server_process(pg: PgServer, tmp_path_factory: pytest.TempPathFactory
         yield server, dsn
     finally:
         server.stop()
+
+
+@pytest.fixture
+def proxy(pg_server_process: tuple[ServerProcess, str]) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the PostgreSQL-backed server."""
+    server, _ = pg_server_process
+    fault = FaultProxy(server.port)
+    try:
+        yield fault
+    finally:
+        fault.close()

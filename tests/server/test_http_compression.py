@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -51,16 +50,6 @@ def adapter(url: str, home: Path, compression: str | None = None) -> HttpAdapter
     if compression is not None:
         env["RELAYBURN_HTTP_COMPRESSION"] = compression
     return HttpAdapter(load_settings(env=env))
-
-
-@pytest.fixture
-def proxy(pg_server_process: tuple[ServerProcess, str]) -> Iterator[FaultProxy]:
-    server, _ = pg_server_process
-    fault = FaultProxy(server.port)
-    try:
-        yield fault
-    finally:
-        fault.close()
 
 
 def write_batches(client: HttpAdapter, records: list[Record], size: int) -> int:

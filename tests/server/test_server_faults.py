@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,16 +46,6 @@ def stored_ids(dsn: str, session: str) -> list[str]:
         rows = conn.execute("SELECT id::text FROM turns WHERE session_id = %s",
                             [session]).fetchall()
     return [r[0].replace("-", "") for r in rows]
-
-
-@pytest.fixture
-def proxy(pg_server_process: tuple[ServerProcess, str]) -> Iterator[FaultProxy]:
-    server, _ = pg_server_process
-    fault = FaultProxy(server.port)
-    try:
-        yield fault
-    finally:
-        fault.close()
 
 
 def deliverer(url: str, tmp_path: Path, token: str = TOKENS["ops"]) -> Deliverer:
