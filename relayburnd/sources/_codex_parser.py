@@ -193,6 +193,16 @@ class RolloutParser:
             return True
         return st.born is not None and when is not None and when < st.born
 
+    def _own_time(self, ts: int | None, *, boundary: bool) -> int | None:
+        """The time of a line this thread wrote itself (its own, or the last one seen);
+        None for copied history, and for a line with no time at all (counted)."""
+        if self._copied(ts, boundary=boundary):
+            return None
+        when = ts if ts is not None else self.st.t
+        if when is None:
+            self.skipped["no_timestamp"] += 1
+        return when
+
     # -- session structure
 
     def _meta(self, payload: bytes, ts: int | None) -> None:
@@ -334,11 +344,8 @@ class RolloutParser:
         st.cmp = []
 
     def _user_message(self, payload: bytes, ts: int | None) -> None:
-        if self._copied(ts, boundary=True):
-            return
-        when = ts if ts is not None else self.st.t
+        when = self._own_time(ts, boundary=True)
         if when is None:
-            self.skipped["no_timestamp"] += 1
             return
         ev = event_decoder.decode(payload)
         text = ev.message if isinstance(ev.message, str) else ""
@@ -364,11 +371,8 @@ class RolloutParser:
     # -- response items
 
     def _item(self, payload: bytes, ts: int | None) -> None:
-        if self._copied(ts, boundary=False):
-            return
-        when = ts if ts is not None else self.st.t
+        when = self._own_time(ts, boundary=False)
         if when is None:
-            self.skipped["no_timestamp"] += 1
             return
         item = item_decoder.decode(payload)
         itype = item.type
@@ -447,11 +451,8 @@ class RolloutParser:
         (``compacted``, a ``compaction`` item, ``context_compacted``): markers of
         different kinds with no user message or billed request between them are
         one compaction."""
-        if self._copied(ts, boundary=False):
-            return
-        when = ts if ts is not None else self.st.t
+        when = self._own_time(ts, boundary=False)
         if when is None:
-            self.skipped["no_timestamp"] += 1
             return
         st = self.st
         if st.cmp and marker not in st.cmp:
