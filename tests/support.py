@@ -1,7 +1,9 @@
-"""Small helpers shared by the subprocess-driven test suites (daemon, deploy, server)."""
+"""Small helpers shared by the test suites."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -25,3 +27,25 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str = "condition",
         if time.monotonic() >= end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def json_events(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among a process's log lines (other lines are ignored)."""
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
+def rounded(value: Any) -> Any:
+    """Floats to 9 decimals, nested: stores may sum costs in another order."""
+    if isinstance(value, float):
+        return round(value, 9)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value

@@ -12,6 +12,7 @@ import pytest
 
 from tests.claude_oracle import expected_rows
 from tests.conftest import PUBLIC, SYNTHETIC, run_cli
+from tests.support import json_events
 
 SONNET = "claude-sonnet-4-20250514"
 HAIKU = "claude-haiku-4-5-20251001"
@@ -260,8 +261,7 @@ def test_a_file_of_garbage_is_dead_lettered_in_one_pass(tmp_path: Path) -> None:
     dead = (tmp_path / "h" / "deadletter.jsonl").read_text().splitlines()
     assert len(dead) == 50_000
     assert {json.loads(d)["reason"] for d in dead} == {"invalid_json"}
-    events = [json.loads(line)["event"] for line in proc.stderr.splitlines()
-              if line.startswith("{")]
+    events = [e.get("event") for e in json_events(proc.stderr)]
     assert "line.skipped.more" in events
     assert len(events) < 50  # not one event per line
     summary = json.loads(run_cli("summary", "--json", "--tz", "UTC", env=env).stdout)

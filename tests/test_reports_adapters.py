@@ -16,6 +16,7 @@ import pytest
 from relayburnd.config import load_settings
 from relayburnd.storage import open_adapter
 from tests.conftest import run_cli
+from tests.support import rounded
 from tests.test_archive import turn, write
 from tests.test_reports_handchecked import D0, H, dataset
 
@@ -67,19 +68,8 @@ def outputs(env: dict[str, str]) -> dict[str, Any]:
     out = {}
     for args in REPORTS:
         doc = json.loads(run_cli(*args, "--json", "--tz", "UTC", env=env).stdout)
-        out[" ".join(args)] = _rounded(doc)
+        out[" ".join(args)] = rounded(doc)
     return out
-
-
-def _rounded(value: Any) -> Any:
-    """Floats to 9 decimals: stores may sum costs in another order."""
-    if isinstance(value, float):
-        return round(value, 9)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
 
 
 class TestSameNumbers:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, json_events, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,13 +175,7 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.output().splitlines():
-            with contextlib.suppress(ValueError):
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    out.append(obj)
-        return out
+        return json_events(self.output())
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as fh:

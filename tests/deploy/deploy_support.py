@@ -27,7 +27,7 @@ import psycopg
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, json_events, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -429,13 +429,7 @@ class DaemonProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for row in self.output().splitlines():
-            with contextlib.suppress(ValueError):
-                obj = json.loads(row)
-                if isinstance(obj, dict):
-                    out.append(obj)
-        return out
+        return json_events(self.output())
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from relayburnd.records import ContentRecord
 from relayburnd.storage import StorageAdapter, open_adapter
 from relayburnd.storage.base import SummarySpec
 from tests.conftest import PUBLIC, REPO, SYNTHETIC
+from tests.support import rounded
 
 pytestmark = pytest.mark.postgres
 
@@ -79,19 +80,9 @@ def everything(adapter: StorageAdapter) -> dict[str, object]:
         "relationships": sorted(adapter.relationships(), key=lambda r: r.id),
         "content": content,
         # costs are sums of floats: the order PostgreSQL adds them in may differ
-        "summary": _rounded(adapter.summary(
+        "summary": rounded(adapter.summary(
             SummarySpec(by=("source", "day", "model", "session"))).as_dict()),
     }
-
-
-def _rounded(value: object) -> object:
-    if isinstance(value, float):
-        return round(value, 9)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
 
 
 def test_hosts_shipping_through_the_server_converge_like_direct_postgres(

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relayburnd import records as R
 from relayburnd.sources.base import FileContext
 from relayburnd.sources.codex import CodexSource
+from tests.sources.rollout_lines import RolloutLines as L
 
 SRC = CodexSource()
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
@@ -25,52 +25,24 @@ CODEX_DIRS = [
 ]
 
 
-def _line(ts: str, kind: str, payload: dict[str, Any]) -> bytes:
-    return msgspec.json.encode({"timestamp": ts, "type": kind, "payload": payload}) + b"\n"
-
-
-def _usage(vec: tuple[int, int, int, int, int]) -> dict[str, int]:
-    keys = (
-        "input_tokens",
-        "cached_input_tokens",
-        "output_tokens",
-        "reasoning_output_tokens",
-        "total_tokens",
-    )
-    return dict(zip(keys, vec, strict=True))
-
-
-def _tokens(
-    ts: str,
-    total: tuple[int, int, int, int, int] | None,
-    last: tuple[int, int, int, int, int] | None = None,
-) -> bytes:
-    info: dict[str, Any] = {}
-    if total:
-        info["total_token_usage"] = _usage(total)
-    if last:
-        info["last_token_usage"] = _usage(last)
-    return _line(ts, "event_msg", {"type": "token_count", "info": info})
-
-
 def _rich_rollout() -> bytes:
     """A fork that replays its parent, then does everything a rollout can do."""
     parent, child = "p-0001", "c-0002"
     day = "2026-03-01T10:"
     return b"".join(
         [
-            _line(
+            L.line(
                 day + "00:00.000Z",
                 "session_meta",
                 {"id": child, "forked_from_id": parent, "cwd": "/w"},
             ),
-            _line(day + "00:00.000Z", "session_meta", {"id": parent, "cwd": "/w"}),
-            _line(day + "00:00.000Z", "turn_context", {"model": "gpt-5.2-codex", "cwd": "/w"}),
-            _line(day + "00:00.000Z", "event_msg", {"type": "user_message", "message": "old"}),
-            _tokens(day + "00:00.000Z", (1000, 0, 100, 0, 1100), (1000, 0, 100, 0, 1100)),
-            _line(day + "00:10.000Z", "turn_context", {"model": "gpt-5.2-codex", "cwd": "/w/c"}),
-            _line(day + "00:11.000Z", "event_msg", {"type": "user_message", "message": "go"}),
-            _line(
+            L.line(day + "00:00.000Z", "session_meta", {"id": parent, "cwd": "/w"}),
+            L.line(day + "00:00.000Z", "turn_context", {"model": "gpt-5.2-codex", "cwd": "/w"}),
+            L.line(day + "00:00.000Z", "event_msg", {"type": "user_message", "message": "old"}),
+            L.tokens(day + "00:00.000Z", (1000, 0, 100, 0, 1100), (1000, 0, 100, 0, 1100)),
+            L.line(day + "00:10.000Z", "turn_context", {"model": "gpt-5.2-codex", "cwd": "/w/c"}),
+            L.line(day + "00:11.000Z", "event_msg", {"type": "user_message", "message": "go"}),
+            L.line(
                 day + "00:11.001Z",
                 "response_item",
                 {
@@ -79,13 +51,13 @@ def _rich_rollout() -> bytes:
                     "content": [{"type": "input_text", "text": "go"}],
                 },
             ),
-            _line(day + "00:12.000Z", "event_msg", {"type": "agent_reasoning", "text": "think"}),
-            _line(
+            L.line(day + "00:12.000Z", "event_msg", {"type": "agent_reasoning", "text": "think"}),
+            L.line(
                 day + "00:12.001Z",
                 "response_item",
                 {"type": "reasoning", "summary": [{"type": "summary_text", "text": "think"}]},
             ),
-            _line(
+            L.line(
                 day + "00:13.000Z",
                 "response_item",
                 {
@@ -95,11 +67,11 @@ def _rich_rollout() -> bytes:
                     "call_id": "k1",
                 },
             ),
-            _line(day + "00:13.500Z", "event_msg", {"type": "token_count", "info": None}),
-            _tokens(day + "00:14.000Z", (1500, 400, 160, 20, 1660), (500, 400, 60, 20, 560)),
-            _tokens(day + "00:14.500Z", (1500, 400, 160, 20, 1660), (500, 400, 60, 20, 560)),
+            L.line(day + "00:13.500Z", "event_msg", {"type": "token_count", "info": None}),
+            L.tokens(day + "00:14.000Z", (1500, 400, 160, 20, 1660), (500, 400, 60, 20, 560)),
+            L.tokens(day + "00:14.500Z", (1500, 400, 160, 20, 1660), (500, 400, 60, 20, 560)),
             b"{broken\n",
-            _line(
+            L.line(
                 day + "00:15.000Z",
                 "response_item",
                 {
@@ -108,7 +80,7 @@ def _rich_rollout() -> bytes:
                     "output": '{"output":"a","metadata":{"exit_code":1}}',
                 },
             ),
-            _line(
+            L.line(
                 day + "00:16.000Z",
                 "response_item",
                 {
@@ -118,10 +90,10 @@ def _rich_rollout() -> bytes:
                     "call_id": "k2",
                 },
             ),
-            _line(day + "00:16.500Z", "compacted", {"message": "sum"}),
-            _line(day + "00:16.600Z", "event_msg", {"type": "context_compacted"}),
-            _tokens(day + "00:17.000Z", (2000, 600, 200, 20, 2200)),
-            _line(
+            L.line(day + "00:16.500Z", "compacted", {"message": "sum"}),
+            L.line(day + "00:16.600Z", "event_msg", {"type": "context_compacted"}),
+            L.tokens(day + "00:17.000Z", (2000, 600, 200, 20, 2200)),
+            L.line(
                 day + "00:18.000Z",
                 "response_item",
                 {
@@ -130,8 +102,8 @@ def _rich_rollout() -> bytes:
                     "output": [{"type": "output_text", "text": "Done"}],
                 },
             ),
-            _tokens(day + "05:00.000Z", (300, 0, 30, 0, 330)),
-            _line(
+            L.tokens(day + "05:00.000Z", (300, 0, 30, 0, 330)),
+            L.line(
                 day + "05:01.000Z",
                 "response_item",
                 {
@@ -140,9 +112,9 @@ def _rich_rollout() -> bytes:
                     "content": [{"type": "output_text", "text": "done"}],
                 },
             ),
-            _line(day + "05:01.001Z", "event_msg", {"type": "agent_message", "message": "done"}),
-            _line(day + "05:02.000Z", "future_kind", {}),
-            _tokens(day + "05:03.000Z", None, (10, 0, 1, 0, 11)),
+            L.line(day + "05:01.001Z", "event_msg", {"type": "agent_message", "message": "done"}),
+            L.line(day + "05:02.000Z", "future_kind", {}),
+            L.tokens(day + "05:03.000Z", None, (10, 0, 1, 0, 11)),
         ]
     )
 
