@@ -232,11 +232,7 @@ def summary(by: str, since: str | None, until: str | None, tz: str, sources: str
 
     dims = parse_by(by)
     zone = get_tz(tz)
-    chosen = tuple(s.strip() for s in sources.split(",") if s.strip())
-    bad = [s for s in chosen if s not in ("claude", "codex", "opencode")]
-    if bad:
-        raise Abort(f"--source {','.join(bad)}: unknown agent; use claude, codex or opencode",
-                    EXIT_USAGE)
+    chosen = parse_agents(sources)
     flt = date_range_filter(
         since, until, zone,
         Filter(session_id=session, project=project, model=model, sources=chosen),
@@ -253,6 +249,18 @@ def summary(by: str, since: str | None, until: str | None, tz: str, sources: str
         click.echo(render_csv(result), nl=False)
     else:
         click.echo(render_table(result), nl=False)
+
+
+def parse_agents(sources: str) -> tuple[str, ...]:
+    """The value of ``--source``: comma-separated agents, each one relayburnd reads."""
+    from .records import SOURCES
+
+    chosen = tuple(s.strip() for s in sources.split(",") if s.strip())
+    bad = [s for s in chosen if s not in SOURCES]
+    if bad:
+        raise Abort(f"--source {','.join(bad)}: unknown agent; use claude, codex or opencode",
+                    EXIT_USAGE)
+    return chosen
 
 
 def _tz_name(tz: str) -> str:

@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 import click
 
-from ..cli import EXIT_USAGE, Abort, get_settings, handle_errors, output_options
+from ..cli import (
+    EXIT_USAGE,
+    Abort,
+    get_settings,
+    handle_errors,
+    output_options,
+    parse_agents,
+)
 from ..errors import RelayburnError
 from ..reporting.load import Scope
 from ..reporting.render import render
@@ -22,7 +29,6 @@ from ..reports import local_zone_name
 from ..storage import StorageAdapter, open_adapter
 
 F = TypeVar("F", bound=Callable[..., Any])
-AGENTS = ("claude", "codex", "opencode")
 
 
 def scope_options(fn: F) -> F:
@@ -39,11 +45,7 @@ def scope_options(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, since: str | None, until: str | None, tz: str, sources: str,
                 project: str | None, model: str | None, **kwargs: Any) -> Any:
-        chosen = tuple(s.strip() for s in sources.split(",") if s.strip())
-        bad = [s for s in chosen if s not in AGENTS]
-        if bad:
-            raise Abort(f"--source {','.join(bad)}: unknown agent; use claude, codex or opencode",
-                        EXIT_USAGE)
+        chosen = parse_agents(sources)
         zone = local_zone_name() if tz == "local" else tz
         try:
             scope = Scope.from_options(since=since, until=until, tz=zone, sources=chosen,
