@@ -24,17 +24,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
-from tenacity.stop import stop_base
 
 from . import faults
 from .errors import SinkRejected, SinkUnavailable
 from .logging import get_logger
 from .records import KIND_OF, Batch, Record, WriteResult
-from .storage.base import StorageAdapter
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+    from .storage.base import StorageAdapter
 
 log = get_logger("delivery")
 
@@ -108,7 +110,7 @@ class _wait_backoff:
         return wait
 
 
-class _stop_at(stop_base):
+class _stop_at:
     """Stop retrying when the next wait would pass a monotonic deadline."""
 
     def __init__(self, deadline: float) -> None:
@@ -174,6 +176,10 @@ class Deliverer:
         self, records: list[Record], deadline: float | None,
         lines: dict[tuple[str, str], bytes],
     ) -> WriteResult:
+        # tenacity (and the concurrent.futures it imports) is loaded by the first
+        # delivery, not at start-up: a pass with nothing to deliver never needs it.
+        from tenacity import Retrying, retry_if_exception_type, stop_never
+
         retrying = Retrying(
             retry=retry_if_exception_type(SinkUnavailable),
             wait=_wait_backoff(self.backoff_start, self.backoff_cap),
