@@ -4,20 +4,24 @@ Each rule has literal triggers; its regular expression runs only on text that
 contains a trigger, so megabytes of ordinary tool output cost a few substring
 searches. A match becomes ``[REDACTED:<rule>]``; the rule name says what was
 removed without keeping any of it.
+
+The expressions are compiled on the first redaction (``_compiled``), so a process
+that never stores content does not pay for them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import cache
+
+import msgspec
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     name: str
     triggers: tuple[str, ...]
-    pattern: re.Pattern[str]
+    pattern: str  # a regular expression
     keep_group: int = 0  # a leading group kept verbatim (e.g. "Authorization: Bearer ")
 
 
@@ -25,47 +29,43 @@ RULES: tuple[Rule, ...] = (
     # The body stops at the next "-----" (never rescans the text for each header),
     # and a key cut off before its END line still loses its base64 lines.
     Rule("private-key", ("-----BEGIN",),
-         re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----"
-                    r"(?:[^-]*(?:-(?!----)[^-]*)*-----END [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----"
-                    r"|(?:(?:\\[rn]|\s)+[A-Za-z0-9+/=]{16,})+)")),
-    Rule("anthropic-key", ("sk-ant-",), re.compile(r"sk-ant-[A-Za-z0-9_\-]{20,}")),
+         r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----"
+         r"(?:[^-]*(?:-(?!----)[^-]*)*-----END [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----"
+         r"|(?:(?:\\[rn]|\s)+[A-Za-z0-9+/=]{16,})+)"),
+    Rule("anthropic-key", ("sk-ant-",), r"sk-ant-[A-Za-z0-9_\-]{20,}"),
     # Patterns start with a literal where they can, so the search skips ahead quickly.
     Rule("openai-key", ("sk-",),
-         re.compile(r"sk-(?<![A-Za-z0-9]sk-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
+         r"sk-(?<![A-Za-z0-9]sk-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
     Rule("aws-access-key-id", ("AKIA", "ASIA"),
-         re.compile(r"A(?<![A-Z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Z0-9])")),
+         r"A(?<![A-Z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Z0-9])"),
     Rule("aws-secret-key", ("aws_secret", "AWS_SECRET", "SecretAccessKey", "secretAccessKey"),
-         re.compile(r"((?:_access_key(?<=aws_secret_access_key)|_ACCESS_KEY(?<=AWS_SECRET_ACCESS_KEY)"
-                    r"|AccessKey(?<=[Ss]ecretAccessKey))[\"']?\s*[:=]\s*[\"']?)"
-                    r"[A-Za-z0-9/+=]{40}"), keep_group=1),
+         r"((?:_access_key(?<=aws_secret_access_key)|_ACCESS_KEY(?<=AWS_SECRET_ACCESS_KEY)"
+         r"|AccessKey(?<=[Ss]ecretAccessKey))[\"']?\s*[:=]\s*[\"']?)"
+         r"[A-Za-z0-9/+=]{40}", keep_group=1),
     Rule("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-         re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
-    Rule("gitlab-token", ("glpat-",), re.compile(r"glpat-[A-Za-z0-9_\-]{20,}")),
+         r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    Rule("gitlab-token", ("glpat-",), r"glpat-[A-Za-z0-9_\-]{20,}"),
     Rule("slack-token", ("xox", "xapp-"),
-         re.compile(r"(?:xox[abposr]|xapp)-[A-Za-z0-9\-]{10,}")),
+         r"(?:xox[abposr]|xapp)-[A-Za-z0-9\-]{10,}"),
     Rule("slack-webhook", ("hooks.slack.com/",),
-         re.compile(r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]+")),
-    Rule("google-api-key", ("AIza",), re.compile(r"AIza[0-9A-Za-z_\-]{35}")),
+         r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]+"),
+    Rule("google-api-key", ("AIza",), r"AIza[0-9A-Za-z_\-]{35}"),
     Rule("stripe-key", ("_live_", "_test_"),
-         re.compile(r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}")),
+         r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"),
     Rule("azure-storage-key", ("AccountKey=", "SharedAccessKey="),
-         re.compile(r"((?:AccountKey|SharedAccessKey)=)[A-Za-z0-9+/=]{40,}"), keep_group=1),
+         r"((?:AccountKey|SharedAccessKey)=)[A-Za-z0-9+/=]{40,}", keep_group=1),
     Rule("jwt", ("eyJ",),
-         re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
+         r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
     Rule("bearer-token", ("earer ", "EARER "),
-         re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/\-]{16,}=*"), keep_group=1),
+         r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/\-]{16,}=*", keep_group=1),
     # Anchored on "://" (the scheme before it is kept as it is); the user may be empty
     # (redis://:password@host).
     Rule("url-password", ("://",),
-         re.compile(r"(://[^\s:/@]*:)[^\s@/]{3,}(?=@)"), keep_group=1),
+         r"(://[^\s:/@]*:)[^\s@/]{3,}(?=@)", keep_group=1),
 )
 
 
-_TRIGGER_PATTERN = "|".join(re.escape(t) for r in RULES for t in r.triggers)
-_TRIGGERS = re.compile(_TRIGGER_PATTERN)
-
-
-def _fast_prefilter() -> Callable[[str], object] | None:
+def _fast_prefilter(pattern: str) -> Callable[[str], object] | None:
     """RE2's automaton finds any of the literal triggers in one linear pass, about five
     times faster than ``re`` (which tries each alternative at every position). Almost
     no text holds a trigger, so this scan is nearly all the cost of redaction."""
@@ -73,22 +73,31 @@ def _fast_prefilter() -> Callable[[str], object] | None:
         import re2  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:  # platform without a wheel: the stdlib scan is correct, only slower
         return None
-    search: Callable[[str], object] = re2.compile(_TRIGGER_PATTERN).search
+    search: Callable[[str], object] = re2.compile(pattern).search
     return search
 
 
-_prefilter = _fast_prefilter()
+@cache
+def _compiled() -> tuple[
+    Callable[[str], object] | None, re.Pattern[str], tuple[re.Pattern[str], ...]
+]:
+    """The RE2 trigger scan (None without RE2), the stdlib trigger scan, and each rule's
+    compiled pattern in ``RULES`` order; built on the first call."""
+    trigger_pattern = "|".join(re.escape(t) for r in RULES for t in r.triggers)
+    patterns = tuple(re.compile(rule.pattern) for rule in RULES)
+    return _fast_prefilter(trigger_pattern), re.compile(trigger_pattern), patterns
 
 
 def redact(text: str) -> tuple[str, int]:
     """Return ``text`` with secrets replaced, and how many were replaced."""
-    if _prefilter is not None and _prefilter(text) is None:
+    prefilter, triggers, patterns = _compiled()
+    if prefilter is not None and prefilter(text) is None:
         return text, 0
-    found = set(_TRIGGERS.findall(text))
+    found = set(triggers.findall(text))
     if not found:
         return text, 0
     total = 0
-    for rule in RULES:
+    for rule, pattern in zip(RULES, patterns, strict=True):
         if found.isdisjoint(rule.triggers):
             continue
         replacement = f"[REDACTED:{rule.name}]"
@@ -98,8 +107,8 @@ def redact(text: str) -> tuple[str, int]:
             def sub(m: re.Match[str], _r: str = replacement, _g: int = group) -> str:
                 return m.group(_g) + _r
 
-            text, n = rule.pattern.subn(sub, text)
+            text, n = pattern.subn(sub, text)
         else:
-            text, n = rule.pattern.subn(replacement, text)
+            text, n = pattern.subn(replacement, text)
         total += n
     return text, total
