@@ -13,7 +13,6 @@ watermark and not emitted again.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -36,18 +35,7 @@ from ._opencode_shapes import (
 
 LOOKBACK_MS = 2000
 CHUNK = 400
-_CHANNEL_DB = re.compile(r"^opencode-[A-Za-z0-9_-]+\.db$")
 _KEY_COLUMN = {"message": "id", "part": "message_id", "session": "id"}
-
-
-def find_databases(root: Path) -> list[Path]:
-    """``opencode.db`` first, then every ``opencode-<channel>.db``, in name order."""
-    try:
-        names = sorted(p.name for p in root.iterdir() if p.is_file())
-    except OSError:
-        return []
-    found = [root / "opencode.db"] if "opencode.db" in names else []
-    return found + [root / n for n in names if _CHANNEL_DB.match(n)]
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:

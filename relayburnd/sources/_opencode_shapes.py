@@ -14,6 +14,7 @@ import msgspec
 
 from ..timeutil import to_ms
 
+SOURCE = "opencode"
 STATE_VERSION = 1
 KNOWN_PART_TYPES = frozenset(
     {

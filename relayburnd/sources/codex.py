@@ -35,7 +35,6 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ._codex_parser import SOURCE, RolloutParser
 from .base import FileContext, JSONState, ParseResult
 
 _NON_ROLLOUT = frozenset({"history.jsonl", "session_index.jsonl"})
@@ -56,7 +55,7 @@ def _walk_jsonl(top: Path, *, skip_names: frozenset[str] = frozenset()) -> list[
 class CodexSource:
     """Codex CLI: ``sessions/**`` and ``archived_sessions/**`` below each Codex home."""
 
-    name = SOURCE
+    name = "codex"
 
     def discover(self, roots: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
         """Every ``*.jsonl`` below ``sessions/`` and ``archived_sessions/``, in path order.
@@ -95,4 +94,8 @@ class CodexSource:
         return out
 
     def parse(self, data: bytes, state: JSONState, ctx: FileContext, *, final: bool) -> ParseResult:
+        # The parser and its shapes load with the first rollout read: a host without
+        # Codex logs never imports them.
+        from ._codex_parser import RolloutParser
+
         return RolloutParser(state, ctx).run(data, final)

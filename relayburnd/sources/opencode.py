@@ -18,20 +18,24 @@ The state holds sizes, mtimes, hashes and watermarks, never content.
 
 from __future__ import annotations
 
-import sqlite3
+import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ..records import Record, SessionRelationship, make_id
-from ._opencode_db import Database, find_databases
-from ._opencode_files import JsonTree
-from ._opencode_records import SOURCE, UnitContext, unit_records
-from ._opencode_shapes import DbMark, RootState, load_state, ms, text_or_none
+from ._opencode_shapes import SOURCE, DbMark, RootState, load_state, ms, text_or_none
 from .base import JSONState, PollResult
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+    from ._opencode_db import Database
+
+_CHANNEL_DB = r"^opencode-[A-Za-z0-9_-]+\.db$"
 
 
 def _relationship(child: str, parent: str, ts: int | None) -> SessionRelationship:
@@ -43,6 +47,16 @@ def _relationship(child: str, parent: str, ts: int | None) -> SessionRelationshi
         parent_session_id=parent,
         relation="subagent",
     )
+
+
+def find_databases(root: Path) -> list[Path]:
+    """``opencode.db`` first, then every ``opencode-<channel>.db``, in name order."""
+    try:
+        names = sorted(p.name for p in root.iterdir() if p.is_file())
+    except OSError:
+        return []
+    found = [root / "opencode.db"] if "opencode.db" in names else []
+    return found + [root / n for n in names if re.match(_CHANNEL_DB, n)]
 
 
 class OpenCodeSource:
@@ -59,16 +73,33 @@ class OpenCodeSource:
         result = PollResult(records=[], state={})
         for root in roots:
             rs = st.roots.setdefault(str(root), RootState())
-            self._poll_root(root, rs, result)
+            databases = find_databases(root)
+            if databases or (root / "storage").is_dir():
+                self._poll_root(root, rs, databases, result)
+            else:
+                # Nothing to read, as a scan of the (missing) storage tree would find:
+                # the files it listed are gone, their records stay delivered.
+                rs.files.clear()
+                rs.bad.clear()
         result.state = msgspec.to_builtins(st)
         return result
 
-    def _poll_root(self, root: Path, rs: RootState, result: PollResult) -> None:
+    def _poll_root(
+        self, root: Path, rs: RootState, databases: list[Path], result: PollResult
+    ) -> None:
+        # The readers are imported here, on the first poll that has something to read:
+        # a host without OpenCode data never loads them.
+        import sqlite3
+
+        from ._opencode_db import Database
+        from ._opencode_files import JsonTree
+        from ._opencode_records import UnitContext, unit_records
+
         tree = JsonTree(root, rs, grace_ns=self.write_grace_ns, now_ns=time.time_ns())
         tree.scan()
         owned_messages: set[str] = set()
         owned_sessions: set[str] = set()
-        for db_path in find_databases(root):
+        for db_path in databases:
             mark = rs.dbs.get(db_path.name, DbMark())
             try:
                 with Database(db_path, self.busy_timeout_s) as db:
@@ -108,6 +139,8 @@ class OpenCodeSource:
         self, db: Database, mark: DbMark, skipped: Counter[str]
     ) -> tuple[list[Record], DbMark]:
         """Records of every message whose row or any of whose part rows changed."""
+        from ._opencode_records import UnitContext, unit_records
+
         messages = db.changes("message", mark.message)
         parts = db.changes("part", mark.part)
         sessions = db.changes("session", mark.session)
