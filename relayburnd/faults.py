@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from collections import Counter
 
@@ -58,6 +57,8 @@ def hit(name: str) -> None:
     if nth and (count < nth if onward else count != nth):
         return
     if action == "kill":
+        import signal  # only here: its enums cost every start-up otherwise
+
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "enospc":
         raise OSError(errno.ENOSPC, f"injected fault at {name}: no space left on device")

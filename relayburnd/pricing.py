@@ -33,7 +33,6 @@ Rules (format spec section 5, with the corrections noted there):
 
 from __future__ import annotations
 
-import importlib.resources
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -104,7 +103,7 @@ class PriceMatch:
 
 
 _NORMALISE = str.maketrans({".": "-", "@": "-"})
-_VERSION_CONTINUATION = re.compile(r"[-.](\d+)")
+_VERSION_CONTINUATION = r"[-.](\d+)"
 
 
 def _normalise(name: str) -> str:
@@ -128,7 +127,7 @@ def _continues_version(needle: str, rest: str) -> bool:
     """
     if not needle or not needle[-1].isdigit():
         return False
-    m = _VERSION_CONTINUATION.match(rest)
+    m = re.match(_VERSION_CONTINUATION, rest)
     return m is not None and len(m.group(1)) != 8
 
 
@@ -341,6 +340,8 @@ def request_cost(price: ModelPrice, turn: Turn) -> float:
 
 @lru_cache(maxsize=1)
 def _bundled() -> PriceTable:
+    import importlib.resources
+
     data = importlib.resources.files("relayburnd").joinpath("data/prices.json").read_bytes()
     return PriceTable.from_bytes(data)
 

@@ -15,14 +15,12 @@ Rules:
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -47,6 +45,10 @@ def get_tz(name: str) -> tzinfo:
         return UTC
     if name == "local":
         return get_tz(local_zone_name())
+    # zoneinfo (like csv below) is imported where it is used: every ingest imports
+    # this module through the file store and never looks a zone up.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -57,6 +59,8 @@ def get_tz(name: str) -> tzinfo:
 
 def local_zone_name() -> str:
     """The IANA name of the host's zone (``TZ``, else /etc/localtime), else a fixed offset."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     tz_env = os.environ.get("TZ", "").lstrip(":")
     candidates = [tz_env] if tz_env else []
     try:
@@ -88,11 +92,11 @@ def parse_by(value: str) -> tuple[str, ...]:
     return dims
 
 
-_DATE_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+_DATE_RE = r"^(\d{4})-?(\d{2})-?(\d{2})$"
 
 
 def parse_date(value: str, option: str) -> date:
-    m = _DATE_RE.match(value.strip())
+    m = re.match(_DATE_RE, value.strip())
     if not m:
         raise UsageError(f"{option} {value!r}: expected YYYY-MM-DD or YYYYMMDD")
     try:
@@ -215,6 +219,8 @@ def render_json(result: SummaryResult) -> str:
 
 
 def render_csv(result: SummaryResult) -> str:
+    import csv
+
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*result.by, *SUMMARY_METRICS])
