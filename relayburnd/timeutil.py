@@ -29,6 +29,9 @@ def _day_ms(day: str) -> int | None:
 
 
 _minute_ms: dict[str, int | None] = {}
+# ":SS" -> milliseconds and ".mmmZ" -> milliseconds: a lookup both checks and converts
+_SECOND_MS = {f":{s:02d}": s * 1000 for s in range(60)}
+_MILLI_Z = {f".{m:03d}Z": m for m in range(1000)}
 
 
 def _minute(prefix: str) -> int | None:
@@ -45,21 +48,30 @@ def to_ms(value: object) -> int | None:
     """Epoch milliseconds from an ISO string (any fraction digits, Z or offset, naive = UTC)
     or an epoch number (seconds, or milliseconds when above 1e10). None when unusable.
 
-    The common ``YYYY-MM-DDTHH:MM:SS.mmmZ`` form is parsed without datetime
-    objects: lines of a log share their minute, so the date and time of day are
-    looked up by that prefix and only seconds and milliseconds are parsed.
+    The common ``YYYY-MM-DDTHH:MM:SS.mmmZ`` form costs three dictionary lookups
+    and no datetime objects: lines of a log share their minute, so the date and
+    time of day are looked up by that prefix (``_minute_ms``, filled on first
+    sight), and seconds and milliseconds by their few characters. Any other
+    value misses one of the lookups and is parsed in full.
     """
-    if type(value) is str and len(value) == 24 and value[23] == "Z" and value[19] == ".":
+    try:
+        return _minute_ms[value[:16]] + _SECOND_MS[value[16:19]] + _MILLI_Z[value[19:]]  # type: ignore[index,operator]
+    except (KeyError, TypeError):
+        return _to_ms_first_sight(value)
+
+
+def _to_ms_first_sight(value: object) -> int | None:
+    if type(value) is str and len(value) == 24:
         prefix = value[:16]
-        base = _minute_ms.get(prefix, -1)
-        if base == -1:
+        if prefix not in _minute_ms:
             if len(_minute_ms) > 65_536:
                 _minute_ms.clear()
-            base = _minute_ms[prefix] = _minute(prefix)
-        ss, ms = value[17:19], value[20:23]
-        if (base is not None and value[16] == ":" and ss.isdigit() and ms.isdigit()
-                and ss <= "59"):
-            return base + int(ss) * 1000 + int(ms)
+            _minute_ms[prefix] = _minute(prefix)
+        base = _minute_ms[prefix]
+        second = _SECOND_MS.get(value[16:19])
+        milli = _MILLI_Z.get(value[19:])
+        if base is not None and second is not None and milli is not None:
+            return base + second + milli
     return _to_ms_general(value)
 
 
