@@ -34,7 +34,7 @@ def make_id(*parts: object) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def short_hash(data: bytes | str) -> str:
+def short_hash(data: bytes | str | msgspec.Raw) -> str:
     """SHA-256 (hex) used for tool arguments and content text."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")

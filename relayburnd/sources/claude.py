@@ -74,6 +74,12 @@ def _raw(value: msgspec.Raw) -> bytes | None:
     return bytes(value)
 
 
+def _raw_len(value: msgspec.Raw) -> int:
+    """``len(_raw(value) or b"")`` without copying the value (tool output can be large)."""
+    n = len(value)
+    return 0 if n == 4 and value == _NULL_RAW else n
+
+
 class _CacheCreation(msgspec.Struct, gc=False):
     ephemeral_5m_input_tokens: int | None = None
     ephemeral_1h_input_tokens: int | None = None
@@ -552,24 +558,27 @@ class _Parser:
             t.stop_reason = msg.stop_reason
             t.complete = True
         if isinstance(blocks, list):
-            known: set[str | None] | None = None
+            calls = t.tool_calls
+            known: set[str] | None = None
             for b in blocks:
-                if b.type != "tool_use" or not b.id:
+                bid = b.id
+                if b.type != "tool_use" or not bid:
                     continue
-                if known is None:
-                    known = {c.id for c in t.tool_calls}
-                if b.id not in known:
-                    raw = _raw(b.input) or b""
-                    t.tool_calls.append(
-                        ToolCall(
-                            id=b.id,
-                            name=b.name or "",
-                            args_sha256=short_hash(raw) if raw else "",
-                            args_bytes=len(raw),
-                        )
-                    )
-                    known.add(b.id)
-                    self._remember_tool(b.id, b.name or "")
+                if calls:  # a later snapshot repeats the calls of the earlier ones
+                    if known is None:
+                        known = {c.id for c in calls}
+                    if bid in known:
+                        continue
+                    known.add(bid)
+                size = _raw_len(b.input)
+                name = b.name or ""
+                calls.append(ToolCall(
+                    id=bid, name=name,
+                    # Raw is a buffer: the arguments are hashed without a copy
+                    args_sha256=short_hash(b.input) if size else "",
+                    args_bytes=size,
+                ))
+                self._remember_tool(bid, name)
 
     def _assistant_content(
         self, line: _Line, msg: _Message, blocks: list[_Block], session: str, ts: int
@@ -641,7 +650,7 @@ class _Parser:
                     images += 1
                 elif b.type == "tool_result" and b.tool_use_id:
                     results += 1
-                    size = len(_raw(b.content) or b"")
+                    size = _raw_len(b.content)
                     result_bytes += size
                     self.out.append(
                         ToolResultEvent(
