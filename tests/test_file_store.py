@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,7 @@ from relayburnd.records import (
     make_id,
     seal,
 )
+from relayburnd.storage import file as file_store
 from relayburnd.storage.file import FileAdapter, is_safe_session_id
 
 TS = 1_718_000_000_000
@@ -338,6 +340,105 @@ class TestCrashBetweenAppendAndIndex:
         store = FileAdapter(load_settings())
         seen = {t.id for t in store.turns()} - {turn(1).id}
         assert seen in (set(), {turn(n).id for n in (2, 3, 4)})
+
+
+def index_rows(adapter: FileAdapter) -> tuple[dict[str, str], int]:
+    """id -> rank in the index, and the ledger size it says it covers (a second reader)."""
+    db = sqlite3.connect(adapter.layout.ledger_index)
+    try:
+        rows = dict(db.execute("SELECT id, rank FROM idx").fetchall())
+        covered = db.execute("SELECT value FROM meta WHERE key='ledger_size'").fetchone()
+    finally:
+        db.close()
+    return rows, int(covered[0]) if covered else 0
+
+
+_KILLED_BACKFILL = textwrap.dedent(
+    """
+    import os, signal, sys
+    from relayburnd.config import load_settings
+    from relayburnd.records import Batch, decode
+    from relayburnd.storage.file import FileAdapter
+
+    records = [decode(line) for line in open(sys.argv[1], "rb").read().splitlines()]
+    adapter = FileAdapter(load_settings())
+    for i in range(0, len(records), 2):
+        adapter.write(Batch(records=records[i : i + 2]))  # acknowledged, batch by batch
+    print("written", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # before close: the index rows were never written
+    """
+)
+
+
+class TestBackfillIndex:
+    """A backfill into an empty store writes its index rows once, in key order, at close
+    (or when its copy in memory grows too large); whatever ends the process first, the
+    ledger stays the truth and nothing is doubled."""
+
+    def test_rows_go_in_at_close_and_cover_the_whole_ledger(self, store: FileAdapter) -> None:
+        store.write(batch(turn(1), turn(2)))
+        store.write(batch(turn(2, output=500), user_turn(1)))
+        store.write(batch(turn(3), turn(1)))
+        assert index_rows(store) == ({}, 0)
+        store.close()
+        rows, covered = index_rows(store)
+        assert covered == store.layout.ledger.stat().st_size
+        assert rows == {r.id: r.rank for r in (turn(1), turn(2, output=500), turn(3),
+                                              user_turn(1))}
+        again = FileAdapter(load_settings())
+        result = again.write(batch(turn(1), turn(2), turn(2, output=500), turn(3), user_turn(1)))
+        assert (result.inserted, result.updated, result.unchanged) == (0, 0, 4)
+        again.close()
+        assert index_rows(again)[1] == again.layout.ledger.stat().st_size
+
+    def test_a_process_killed_before_close_loses_and_doubles_nothing(
+        self, store: FileAdapter, tmp_path: Path
+    ) -> None:
+        records: list[Record] = [turn(n) for n in range(1, 7)] + [user_turn(1), user_turn(2)]
+        spec = tmp_path / "records.jsonl"
+        spec.write_bytes(b"".join(encode(r) + b"\n" for r in records))
+        proc = subprocess.run([sys.executable, "-c", _KILLED_BACKFILL, str(spec)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert "written" in proc.stdout
+        assert index_rows(store) == ({}, 0)  # the kill came before the deferred rows
+        result = store.write(batch(*records))
+        assert (result.inserted, result.unchanged) == (0, len(records))
+        assert ledger_ids(store) == Counter({r.id: 1 for r in records})
+        rows, covered = index_rows(store)
+        assert covered == store.layout.ledger.stat().st_size
+        assert set(rows) == {r.id for r in records}
+
+    def test_a_large_backfill_moves_to_the_index_on_the_way(
+        self, store: FileAdapter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(file_store, "_MIRROR_MAX", 3)
+        store.write(batch(turn(1), turn(2)))
+        assert index_rows(store)[0] == {}
+        store.write(batch(turn(3), turn(4)))  # past the bound: the index takes over
+        rows, covered = index_rows(store)
+        assert set(rows) == {turn(n).id for n in (1, 2, 3, 4)}
+        assert covered == store.layout.ledger.stat().st_size
+        result = store.write(batch(turn(4), turn(5), turn(1, output=700)))
+        assert result.as_dict()["turn"] == {"inserted": 1, "updated": 1, "unchanged": 1}
+        assert index_rows(store)[0][turn(1).id] == turn(1, output=700).rank
+
+    def test_another_writer_in_between_indexes_the_backfill_from_the_ledger(
+        self, store: FileAdapter
+    ) -> None:
+        store.write(batch(turn(1), turn(2)))
+        other = FileAdapter(load_settings())
+        assert other.write(batch(turn(1), turn(3))).as_dict()["turn"] == {
+            "inserted": 1, "updated": 0, "unchanged": 1}
+        other.close()
+        assert set(index_rows(store)[0]) == {turn(n).id for n in (1, 2, 3)}
+        result = store.write(batch(turn(2), turn(3), turn(4)))
+        assert result.as_dict()["turn"] == {"inserted": 1, "updated": 0, "unchanged": 2}
+        store.close()
+        rows, covered = index_rows(store)
+        assert set(rows) == {turn(n).id for n in (1, 2, 3, 4)}
+        assert covered == store.layout.ledger.stat().st_size
+        assert ledger_ids(store) == Counter({turn(n).id: 1 for n in (1, 2, 3, 4)})
 
 
 class TestContent:

@@ -12,7 +12,10 @@
   rows are committed and ``pending`` cleared in one transaction. A crash in
   between is rolled back on the next open by truncating those files to the
   recorded sizes (the batch was never acknowledged, so it will be re-sent). If
-  the index is lost it is rebuilt from the ledger.
+  the index is lost, or covers less than the ledger, it is brought up to date
+  from the ledger. A backfill into an empty store relies on that: its process
+  answers "is it new?" from memory and inserts the index rows once, in key
+  order, at ``close`` (one pass over the index instead of one per batch).
 * ``store.lock``: an ``flock`` held by writers and by content pruning.
 * ``archive.sqlite``: the derived read model of the ledger (``archive.py``).
   ``summary`` and the record queries bring it up to date (applying only the
@@ -98,8 +101,14 @@ class FileAdapter:
         self._archive: Archive | None = None
         self._sidecars: dict[str, _SidecarIds] = {}  # least recently used first
         self._mirror: dict[str, str] | None = None
-        self._mirror_of: tuple[str | None, str | None] = (None, None)
         self._mirror_tried = False
+        # (inode, size) of the ledger as this process's last write left it
+        self._ledger_left: tuple[int, int] | None = None
+        # what the last recovery found: (inode, size), None without a ledger
+        self._ledger_seen: tuple[int, int] | None = None
+        # id -> (kind, rank) appended by this process past the index's coverage
+        self._unindexed: dict[str, tuple[str, str]] = {}
+        self._unindexed_from = 0
 
     # ------------------------------------------------------------ index
 
@@ -149,13 +158,20 @@ class FileAdapter:
         db.execute("DELETE FROM meta WHERE key='pending'")
 
     def _recover(self) -> None:
-        """Make the files and the index agree (called under the store lock)."""
+        """Make the files and the index agree (called under the store lock).
+
+        The one exception is a ledger exactly as this process's last write left it
+        while this process holds the index rows of its tail (``_unindexed``): the
+        index is then brought up to date from memory, later (``_flush_unindexed``).
+        """
         self._rollback_pending()
         db = self._index()
         path = self.layout.ledger
         try:
             st = path.stat()
         except FileNotFoundError:
+            self._ledger_seen = None
+            self._unindexed.clear()
             if self._meta("ledger_size") not in (None, "0"):
                 db.execute("DELETE FROM idx")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', '0')")
@@ -171,14 +187,20 @@ class FileAdapter:
                     os.truncate(path, cut)
                     size = cut
         covered = int(self._meta("ledger_size") or 0)
+        self._ledger_seen = (st.st_ino, size)
+        if self._unindexed:
+            if self._ledger_seen == self._ledger_left and covered == self._unindexed_from:
+                return
+            # another writer came in between: its recovery indexed this process's rows
+            # from the ledger, or the code below does
+            self._unindexed.clear()
         ino = str(st.st_ino)
         if self._meta("ledger_ino") not in (None, ino) or covered > size:
             db.execute("DELETE FROM idx")
             covered = 0
         if covered < size:
             self._index_ledger_range(covered, size)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(size),))
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_ino', ?)", (ino,))
+        self._commit_coverage(st.st_ino, size)
 
     def _index_ledger_range(self, start: int, end: int) -> None:
         db = self._index()
@@ -304,22 +326,33 @@ class FileAdapter:
         faults.hit("after_ledger_write")
         db.execute("BEGIN")
         db.execute("DELETE FROM meta WHERE key='pending'")
-        index_rows.sort()  # key order: each index page is visited once per batch
-        db.executemany(
-            "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET rank=excluded.rank",
-            index_rows,
-        )
-        if ledger_st is not None:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)",
-                       (str(ledger_st.st_size),))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_ino', ?)",
-                       (str(ledger_st.st_ino),))
+        defer = mirror is not None and ledger_st is not None
+        if defer:
+            # a backfill into an empty store: the copy in memory answers lookups, so
+            # the index rows wait and go in once, in key order (``_flush_unindexed``)
+            if not self._unindexed:
+                self._unindexed_from = int(self._meta("ledger_size") or 0)
+            unindexed = self._unindexed
+            for rid, kind, rank in index_rows:
+                unindexed[rid] = (kind, rank)
+        else:
+            index_rows.sort()  # key order: each index page is visited once per batch
+            db.executemany(
+                "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "rank=excluded.rank",
+                index_rows,
+            )
+            if ledger_st is not None:
+                self._commit_coverage(ledger_st.st_ino, ledger_st.st_size)
         db.execute("COMMIT")
-        if self._mirror is not None and ledger_st is not None:
+        if ledger_st is not None:
+            self._ledger_left = (ledger_st.st_ino, ledger_st.st_size)
+        if defer and self._mirror is not None:
             self._mirror.update({rid: rank for rid, _kind, rank in index_rows})
-            self._mirror_of = (str(ledger_st.st_ino), str(ledger_st.st_size))
             if len(self._mirror) > _MIRROR_MAX:
-                self._mirror = None  # too large to keep: the index answers from now on
+                # too large to keep: the index answers from now on, so it must be whole
+                self._flush_unindexed()
+                self._mirror = None
         # only now, with the write committed, do the cached sidecar ids include it
         for sid, rid, rank in content_rows:
             sidecars[sid].ranks[rid] = rank
@@ -333,22 +366,48 @@ class FileAdapter:
         """An in-memory copy of the index, for a store this process filled from empty.
 
         A first backfill writes only new ids, and asking the index about each of
-        them was a large part of its cost. The copy is made only when the index is
-        empty at this process's first write, stays bounded (``_MIRROR_MAX``), and is
-        used only while the ledger is exactly as this process's last write left it:
-        any other writer changes the recorded ledger size, and the copy is dropped.
+        them, then inserting them batch by batch at random places, was a large part
+        of its cost. The copy is made only when the index is empty at this
+        process's first write, stays bounded (``_MIRROR_MAX``), and is used only
+        while the ledger is exactly as this process's last write left it: any
+        other writer changes the ledger, and the copy is dropped. Call after
+        ``_recover``.
         """
-        state = (self._meta("ledger_ino"), self._meta("ledger_size"))
         if self._mirror is not None:
-            if self._mirror_of == state:
+            if self._ledger_seen == self._ledger_left:
                 return self._mirror
             self._mirror = None
         if not self._mirror_tried:
             self._mirror_tried = True
             if self._index().execute("SELECT 1 FROM idx LIMIT 1").fetchone() is None:
-                self._mirror, self._mirror_of = {}, state
+                self._mirror, self._ledger_left = {}, self._ledger_seen
                 return self._mirror
         return None
+
+    def _commit_coverage(self, ino: int, size: int) -> None:
+        """Record, inside the caller's transaction, the ledger the index now covers."""
+        db = self._index()
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_size', ?)", (str(size),))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_ino', ?)", (str(ino),))
+
+    def _flush_unindexed(self) -> None:
+        """Insert the index rows of this process's deferred appends, in key order.
+
+        The caller holds the store lock and has just run ``_recover``, which kept
+        the rows only if the ledger is still as this process left it.
+        """
+        if not self._unindexed or self._ledger_left is None:
+            return
+        db = self._index()
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "rank=excluded.rank, kind=excluded.kind WHERE excluded.rank > idx.rank",
+            sorted((rid, kind, rank) for rid, (kind, rank) in self._unindexed.items()),
+        )
+        self._commit_coverage(*self._ledger_left)
+        db.execute("COMMIT")
+        self._unindexed.clear()
 
     def _sidecar_ids(self, session_id: str) -> _SidecarIds:
         """id -> rank of a session's stored content, read once and then only its tail.
@@ -547,6 +606,16 @@ class FileAdapter:
             raise SinkUnavailable(f"file store {root} is not writable")
 
     def close(self) -> None:
+        if self._unindexed:
+            try:
+                with file_lock(self.layout.store_lock, timeout=10.0):
+                    self._recover()
+                    self._flush_unindexed()
+            except (TimeoutError, OSError, sqlite3.Error) as exc:
+                # nothing is lost: the next writer indexes the ledger's tail itself
+                log.warning("store.index_deferred", rows=len(self._unindexed),
+                            reason=str(exc), stage="close")
+            self._unindexed.clear()
         if self._archive is not None:
             self._archive.close()
             self._archive = None
