@@ -13,7 +13,6 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -132,8 +131,7 @@ def _str(value: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(msgspec.Struct, frozen=True):
     name: str
     env: str
     parse: Callable[[str], Any]
@@ -216,8 +214,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 _BY_ENV = {s.env: s for s in SETTINGS}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Resolved, validated settings. ``repr`` hides DSNs and tokens."""
 
     home: Path
@@ -254,13 +251,13 @@ class Settings:
 
     def __repr__(self) -> str:
         parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if _BY_NAME[f.name].secret and value:
-                value = redact_dsn(value) if f.name == "pg_dsn" else "***"
-            elif f.name == "http_url" and value:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if _BY_NAME[name].secret and value:
+                value = redact_dsn(value) if name == "pg_dsn" else "***"
+            elif name == "http_url" and value:
                 value = redact_dsn(value)  # https://user:token@host
-            parts.append(f"{f.name}={value!r}")
+            parts.append(f"{name}={value!r}")
         return f"Settings({', '.join(parts)})"
 
     @property
@@ -270,7 +267,7 @@ class Settings:
         return self.home / "relayburn.sqlite"
 
     def replace(self, **changes: Any) -> Settings:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {name: getattr(self, name) for name in self.__struct_fields__}
         values.update(changes)
         return Settings(**values)
 

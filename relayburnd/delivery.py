@@ -22,7 +22,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +43,7 @@ BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
 
 
-@dataclass
-class Origin:
+class Origin(msgspec.Struct):
     """Where a record came from, for dead-letter entries."""
 
     source: str
@@ -53,11 +51,10 @@ class Origin:
     offset: int
 
 
-@dataclass
-class DeliveryStats:
+class DeliveryStats(msgspec.Struct):
     retries: int = 0
     dead_lettered: int = 0
-    errors_by_class: dict[str, int] = field(default_factory=dict)
+    errors_by_class: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class DeadLetters:

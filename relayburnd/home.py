@@ -13,7 +13,6 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,7 @@ log = get_logger("home")
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class HomeLayout:
+class HomeLayout(msgspec.Struct, frozen=True):
     """Where each host-local file lives (see docs/state.md)."""
 
     root: Path

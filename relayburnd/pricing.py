@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,8 +91,7 @@ class _PriceFile(msgspec.Struct, forbid_unknown_fields=True):
     aliases: dict[str, str] = {}
 
 
-@dataclass(frozen=True)
-class PriceMatch:
+class PriceMatch(msgspec.Struct, frozen=True):
     """The table entry a model name resolved to, and how (exact|alias|contains)."""
 
     model: str

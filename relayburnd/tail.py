@@ -22,16 +22,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
+
+import msgspec
 
 HEAD_BYTES = 1024
 TAIL_BYTES = 64
 CHUNK_BYTES = 8 * 1024 * 1024
 
 
-@dataclass
-class Cursor:
+class Cursor(msgspec.Struct):
     """Where a file stands: its identity and the acknowledged offset + parser state."""
 
     source: str
@@ -43,7 +43,7 @@ class Cursor:
     head_len: int = 0
     head_sha: str = ""
     tail_sha: str = ""
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = msgspec.field(default_factory=dict)
     pending: bool = False  # parser holds records not yet emitted (e.g. a streaming response)
     gone_since: float | None = None
 
@@ -101,8 +101,7 @@ def _pread(fh: BinaryIO, offset: int, length: int) -> bytes:
     return os.pread(fh.fileno(), length, offset) if length > 0 else b""
 
 
-@dataclass
-class Resume:
+class Resume(msgspec.Struct):
     """Where to start reading a file and why."""
 
     offset: int
@@ -150,8 +149,7 @@ def make_cursor(
     )
 
 
-@dataclass
-class Chunk:
+class Chunk(msgspec.Struct):
     """Complete lines ``data`` starting at ``offset``; ``end`` is the offset after them.
 
     ``skipped`` lists over-long lines passed over: (absolute offset, length).
@@ -160,7 +158,7 @@ class Chunk:
     offset: int
     data: bytes
     end: int
-    skipped: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[tuple[int, int]] = msgspec.field(default_factory=list)
 
 
 def iter_chunks(
