@@ -13,7 +13,9 @@ mean the set is exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+import msgspec
 
 from ..records import Turn, is_replay, replay_message_ids
 from ..reports import date_range_filter, get_tz, model_label
@@ -37,7 +39,7 @@ class Scope:
 
 
 def without_model(flt: Filter) -> Filter:
-    return replace(flt, model=None)
+    return msgspec.structs.replace(flt, model=None)
 
 
 def billable_turns(adapter: StorageAdapter, flt: Filter) -> list[Turn]:
@@ -63,7 +65,7 @@ def user_turn_filter(flt: Filter) -> Filter:
 
 def results_filter(flt: Filter) -> Filter:
     """Tool-result events have no project or model: those filters apply through the call."""
-    return replace(flt, model=None, project=None)
+    return msgspec.structs.replace(flt, model=None, project=None)
 
 
 @dataclass(kw_only=True)

@@ -23,8 +23,10 @@ Contract (every adapter passes ``tests/storage/test_contract.py``):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+import msgspec
 
 from ..records import (
     Batch,
@@ -40,8 +42,7 @@ from ..records import (
 DIMENSIONS = ("source", "day", "week", "month", "model", "project", "session")
 
 
-@dataclass(frozen=True)
-class Filter:
+class Filter(msgspec.Struct, frozen=True):
     """Selects records by time range (epoch ms, ``until`` exclusive) and attributes."""
 
     since_ms: int | None = None
@@ -68,12 +69,11 @@ class Filter:
         return not (self.project is not None and project != self.project)
 
 
-@dataclass(frozen=True)
-class SummarySpec:
+class SummarySpec(msgspec.Struct, frozen=True):
     """A grouped usage report: dimensions, filter and the reporting time zone."""
 
     by: tuple[str, ...] = ("day",)
-    filter: Filter = field(default_factory=Filter)
+    filter: Filter = msgspec.field(default_factory=Filter)
     tz: str = "UTC"
 
 
