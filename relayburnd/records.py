@@ -25,13 +25,21 @@ import msgspec
 SOURCES = ("claude", "codex", "opencode")
 
 
+# Hashes are started from copies of these: the constructor's keyword parsing cost more
+# than hashing an id's few dozen bytes.
+_ID_HASH = hashlib.blake2b(digest_size=16)
+_RANK_HASH = hashlib.blake2b(digest_size=8)
+
+
 def make_id(*parts: object) -> str:
     """Content-addressed id from the identity fields of a record."""
     try:
         text = "\x1f".join(parts)  # type: ignore[arg-type]  # all str: the common case
     except TypeError:
         text = "\x1f".join("" if p is None else str(p) for p in parts)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    h = _ID_HASH.copy()
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def short_hash(data: bytes | str | msgspec.Raw) -> str:
@@ -259,7 +267,9 @@ def seal_line(record: _Record) -> bytes:
     """
     record.rank = ""
     body = _encoder.encode(record)
-    digest = hashlib.blake2b(body, digest_size=8).hexdigest()
+    h = _RANK_HASH.copy()
+    h.update(body)
+    digest = h.hexdigest()
     basis = record.rank_basis()
     rank = _RANK_FORMAT[len(basis)] % (*basis, digest) if basis else digest
     record.rank = rank
