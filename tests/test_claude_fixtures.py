@@ -266,3 +266,39 @@ def test_a_file_of_garbage_is_dead_lettered_in_one_pass(tmp_path: Path) -> None:
     assert len(events) < 50  # not one event per line
     summary = json.loads(run_cli("summary", "--json", "--tz", "UTC", env=env).stdout)
     assert summary["totals"]["requests"] >= 1
+
+
+def test_progress_copies_of_unusual_shape_are_read_or_ignored_never_skipped(
+    tmp_path: Path,
+) -> None:
+    """A progress line's copy is decoded with the line; a copy whose content has another
+    shape still bills its response, and a ``data`` that is no object is ignored."""
+    from relayburnd.sources.base import FileContext
+    from relayburnd.sources.claude import ClaudeSource
+
+    nested = {
+        "type": "assistant", "uuid": "a1", "timestamp": "2026-02-10T13:26:31.147Z",
+        "requestId": "req_1",
+        "message": {"id": "msg_1", "model": "claude-sonnet-4-5", "role": "assistant",
+                    "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 5, "output_tokens": 7}},
+    }
+    odd = {**nested, "requestId": "req_2",
+           "message": {**nested["message"], "id": "msg_2", "content": 5}}
+    base = {"type": "progress", "uuid": "p1", "sessionId": "s1",
+            "timestamp": "2026-02-10T13:26:31.147Z", "parentToolUseID": "toolu_1"}
+    lines = [
+        {**base, "data": {"type": "agent_progress", "agentId": "ag1", "message": nested}},
+        {**base, "uuid": "p2", "data": {"type": "agent_progress", "agentId": "ag2",
+                                        "message": odd}},
+        {**base, "uuid": "p3", "data": "not an object"},
+    ]
+    path = tmp_path / "s1.jsonl"
+    res = ClaudeSource().parse(
+        b"".join(json.dumps(x).encode() + b"\n" for x in lines), {},
+        FileContext(path=path, root=tmp_path, offset=0, with_content=False), final=True,
+    )
+    turns = {(r.message_id, r.agent_id, r.output_tokens) for r in res.records
+             if type(r).__name__ == "Turn"}
+    assert turns == {("msg_1", "ag1", 7), ("msg_2", "ag2", 7)}
+    assert not res.skipped

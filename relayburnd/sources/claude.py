@@ -143,19 +143,22 @@ class _Line(msgspec.Struct, gc=False):
     isCompactSummary: bool | None = None
     subtype: str | None = None
     compactMetadata: msgspec.Raw = _NO_RAW
-    data: msgspec.Raw = _NO_RAW
+    # a progress line's copy of a sub-agent line, decoded with the line in one pass;
+    # any other shape fails the line, which is then read as a _LooseLine
+    data: _ProgressData | None = None
     costUSD: float | None = None
     parentToolUseID: str | None = None
-
-
-class _LooseLine(_Line):
-    message: _LooseMessage | None = None
 
 
 class _ProgressData(msgspec.Struct, gc=False):
     type: str | None = None
     agentId: str | None = None
     message: _Line | None = None
+
+
+class _LooseLine(_Line):
+    message: _LooseMessage | None = None
+    data: msgspec.Raw = _NO_RAW  # type: ignore[assignment]
 
 
 class _LooseProgressData(_ProgressData):
@@ -755,18 +758,22 @@ class _Parser:
         )
 
     def _progress(self, line: _Line, pos: int, length: int) -> None:
-        raw = _raw(line.data)
-        if raw is None:
+        data = line.data
+        if data is None:
             return
-        try:
+        if not isinstance(data, _ProgressData):  # a _LooseLine's: decoded here
+            raw = _raw(data)
+            if raw is None:
+                return
             try:
-                data = _progress_decoder.decode(raw)
+                try:
+                    data = _progress_decoder.decode(raw)
+                except msgspec.ValidationError:
+                    data = _loose_progress_decoder.decode(raw)
+                    if data.message is not None:
+                        _loosened(data.message)
             except msgspec.ValidationError:
-                data = _loose_progress_decoder.decode(raw)
-                if data.message is not None:
-                    _loosened(data.message)
-        except msgspec.ValidationError:
-            return
+                return
         if data.type != "agent_progress" or data.message is None:
             return
         agent = data.agentId or "progress"
