@@ -11,7 +11,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -155,6 +155,7 @@ def ingest(sources: tuple[str, ...], timeout: float, progress: bool | None) -> N
                 click.echo(f"warning: {err}", err=True)
         finally:
             sink.close()
+    _done_without_teardown()
 
 
 @contextlib.contextmanager
@@ -249,6 +250,7 @@ def summary(by: str, since: str | None, until: str | None, tz: str, sources: str
         click.echo(render_csv(result), nl=False)
     else:
         click.echo(render_table(result), nl=False)
+    _done_without_teardown()
 
 
 def parse_agents(sources: str) -> tuple[str, ...]:
@@ -320,8 +322,51 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_skip_teardown = False
+
+
+def _done_without_teardown() -> None:
+    """Called by a one-shot command when everything it wrote is durable and closed.
+
+    The process then ends without the interpreter's teardown, which frees every
+    object still alive one by one (cursors, the store's id copy, caches): about
+    1.5 % of a cold ingest, and more of a warm one. Only ``main`` acts on it, so
+    commands run in-process (tests) are unaffected.
+    """
+    global _skip_teardown
+    _skip_teardown = True
+
+
+def _exit_now(code: object) -> NoReturn:
+    """``sys.exit(code)`` without teardown: flush what is buffered, then ``os._exit``."""
+    import os
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            status = status or 1
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    os._exit(status)
+
+
 def main() -> None:
-    cli(prog_name="relayburnd")
+    try:
+        cli(prog_name="relayburnd")
+    except SystemExit as exc:
+        if _skip_teardown:
+            _exit_now(exc.code)
+        raise
+    if _skip_teardown:
+        _exit_now(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

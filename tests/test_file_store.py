@@ -615,3 +615,26 @@ class TestLedgerFormat:
         assert sorted(lines) == sorted(encode(r) for r in records)
         assert all(line.startswith(b'{"kind":"') for line in lines)
         assert {msgspec.json.decode(line)["kind"] for line in lines} == {"turn", "user-turn"}
+
+
+def test_an_ingest_process_ends_with_its_index_written_and_its_output_whole(
+    tmp_path: Path,
+) -> None:
+    """``ingest`` ends without the interpreter's teardown: the store was closed first
+    (the deferred index rows are in), and everything it printed reached the pipe."""
+    from tests.conftest import PUBLIC, run_cli
+
+    proc = run_cli("ingest", env={"CLAUDE_CONFIG_DIR": str(PUBLIC / "ccusage" / "claude"),
+                                  "RELAYBURN_CONTENT_STORE": "off"})
+    assert proc.stdout.endswith("\n") and "records:" in proc.stdout
+    adapter = FileAdapter(load_settings())
+    try:
+        rows, covered = index_rows(adapter)
+        assert covered == adapter.layout.ledger.stat().st_size > 0
+        assert set(rows) == set(ledger_ids(adapter))
+        assert not (adapter.layout.root / "ledger.index.sqlite-wal").exists() or (
+            adapter.layout.root / "ledger.index.sqlite-wal").stat().st_size == 0
+    finally:
+        adapter.close()
+    bad = run_cli("summary", "--by", "nope", check=False)
+    assert bad.returncode == 2 and "unknown dimension" in bad.stderr
