@@ -76,6 +76,56 @@ def peak_rss(args: list[str], env: dict[str, str]) -> tuple[float, float, int, s
     return wall, cpu, rss, proc.stdout
 
 
+_REFERENCE = r"""
+import json, sys, time
+import msgspec
+
+class Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+class Message(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+
+class Line(msgspec.Struct):
+    type: str | None = None
+    timestamp: str | None = None
+    requestId: str | None = None
+    message: Message | None = None
+
+paths = sys.argv[1:]
+decoder = msgspec.json.Decoder(Line)
+for name, decode in (("msgspec", decoder.decode), ("json", json.loads)):
+    start = time.process_time()
+    size = 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        size += len(data)
+        for line in data.split(b"\n"):
+            if line:
+                decode(line)
+    print(name, size / 1e6 / (time.process_time() - start))
+"""
+
+
+def reference_rates(files: list[Path]) -> dict[str, float]:
+    """MB per CPU second of two plain decoders over the same files, on one CPU.
+
+    The ingest target was set on a machine where typed msgspec decoding of only
+    the needed fields ran at about 560 MB/s and the standard library's json at
+    about 160 MB/s. Measured in the same run, they show how fast this machine
+    is at the moment, so results from different days can be compared.
+    """
+    proc = subprocess.run([sys.executable, "-c", _REFERENCE, *map(str, files)],
+                          capture_output=True, text=True, check=True, preexec_fn=_one_cpu)
+    return {name: float(v) for name, v in (ln.split() for ln in proc.stdout.splitlines())}
+
+
 def records_of(line: str) -> int:
     # "N of M files read (B bytes); records: X new, Y updated, Z unchanged; ..."
     part = line.split("records:", 1)[1]
@@ -115,6 +165,10 @@ def main() -> int:
     base_env.update(CLAUDE_CONFIG_DIR=str(claude), CODEX_HOME=str(empty),
                     OPENCODE_DATA_DIR=str(empty))
 
+    ref = reference_rates(files)
+    print(f"machine reference, same files: typed msgspec decode {ref['msgspec']:.0f} MB/s, "
+          f"stdlib json {ref['json']:.0f} MB/s (where the target was set: about 560 and 160)")
+
     for mode in args.modes.split(","):
         colds: list[float] = []
         cpus: list[float] = []
@@ -135,7 +189,9 @@ def main() -> int:
         print(f"cold ingest [content={mode}]: {cold:.2f} s wall median of {args.runs} "
               f"({', '.join(f'{c:.2f}' for c in colds)}), {mbs:.1f} MB/s "
               f"({mbs / TARGET_COLD_MBS:.2f}x of the {TARGET_COLD_MBS:.0f} MB/s target); "
-              f"{cpu:.2f} CPU s = {size / 1e6 / cpu:.1f} MB per CPU second; "
+              f"{cpu:.2f} CPU s = {size / 1e6 / cpu:.1f} MB per CPU second "
+              f"({size / 1e6 / cpu / ref['msgspec']:.3f} of msgspec's rate here, the "
+              f"target is {TARGET_COLD_MBS / 560:.3f}); "
               f"{recs / cold:,.0f} records/s, peak RSS {max(rss) / 1024:.0f} MiB")
 
         env = {**base_env, "RELAYBURN_HOME": str(home), "RELAYBURN_CONTENT_STORE": mode}
