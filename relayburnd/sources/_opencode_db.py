@@ -26,12 +26,12 @@ from ._opencode_records import Unit
 from ._opencode_shapes import (
     KNOWN_PART_TYPES,
     Part,
-    Watermark,
     message_decoder,
     ms,
     part_decoder,
     text_or_none,
 )
+from ._opencode_state import Watermark
 
 LOOKBACK_MS = 2000
 CHUNK = 400

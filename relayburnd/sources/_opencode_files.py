@@ -26,10 +26,8 @@ from ..records import short_hash
 from ._opencode_records import Unit
 from ._opencode_shapes import (
     KNOWN_PART_TYPES,
-    FileMark,
     Message,
     Part,
-    RootState,
     Session,
     message_decoder,
     part_decoder,
@@ -37,6 +35,7 @@ from ._opencode_shapes import (
     session_decoder,
     text_or_none,
 )
+from ._opencode_state import FileMark, RootState
 
 T = TypeVar("T")
 # A file modified this recently may be modified again within the same mtime tick

@@ -43,8 +43,9 @@ from ..records import (
     make_id,
     short_hash,
 )
-from ._opencode_shapes import SOURCE, Message, Part, Tokens, ms, text_or_none
+from ._opencode_shapes import Message, Part, Tokens, ms, text_or_none
 
+SOURCE = "opencode"
 STREAMING, COMPLETED, FROM_STEP = 1, 2, 3
 _FINAL_TOOL = frozenset({"completed", "error"})
 _STARTED_TOOL = frozenset({"running", "completed", "error"})

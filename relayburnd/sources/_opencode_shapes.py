@@ -1,4 +1,4 @@
-"""Typed shapes of OpenCode messages, parts and sessions, and of the poll state.
+"""Typed shapes of OpenCode messages, parts and sessions.
 
 The same objects come from two places: JSON files under ``storage/`` (with
 their ids inside) and the ``data`` column of the SQLite tables (ids in their own
@@ -14,8 +14,6 @@ import msgspec
 
 from ..timeutil import to_ms
 
-SOURCE = "opencode"
-STATE_VERSION = 1
 KNOWN_PART_TYPES = frozenset(
     {
         "text",
@@ -127,57 +125,6 @@ message_decoder = msgspec.json.Decoder(Message)
 part_decoder = msgspec.json.Decoder(Part)
 session_decoder = msgspec.json.Decoder(Session)
 project_decoder = msgspec.json.Decoder(Project)
-
-
-# ------------------------------------------------------------ poll state
-
-
-class FileMark(msgspec.Struct, array_like=True):
-    """What a JSON file looked like when last read: size, mtime (ns), content hash."""
-
-    size: int
-    mtime: int
-    hash: str = ""
-
-
-class Watermark(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Largest ``time_updated`` read from a table, and the rows read near it.
-
-    Rows are re-queried from a little before the watermark (``>=``, equal
-    milliseconds, a writer committing late); ``seen`` keeps those re-queried rows
-    from being emitted again while they are unchanged.
-    """
-
-    wm: int = 0
-    seen: dict[str, int] = {}
-
-
-class DbMark(msgspec.Struct, kw_only=True, omit_defaults=True):
-    message: Watermark = msgspec.field(default_factory=Watermark)
-    part: Watermark = msgspec.field(default_factory=Watermark)
-    session: Watermark = msgspec.field(default_factory=Watermark)
-
-
-class RootState(msgspec.Struct, kw_only=True, omit_defaults=True):
-    files: dict[str, FileMark] = {}  # path below the root -> last good read
-    bad: dict[str, FileMark] = {}  # path -> last failed read (reported once)
-    dbs: dict[str, DbMark] = {}  # database file name -> watermarks
-
-
-class PollState(msgspec.Struct, kw_only=True, omit_defaults=True):
-    v: int = STATE_VERSION
-    roots: dict[str, RootState] = {}
-
-
-def load_state(state: dict[str, Any]) -> PollState:
-    """A fresh copy of the saved state; an unreadable one starts over (ids absorb re-reads)."""
-    if not state:
-        return PollState()
-    try:
-        st = msgspec.convert(state, PollState)
-    except msgspec.ValidationError:
-        return PollState()
-    return st if st.v == STATE_VERSION else PollState()
 
 
 def text_or_none(value: Any) -> str | None:

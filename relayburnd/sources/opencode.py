@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..records import Record, SessionRelationship, make_id
-from ._opencode_shapes import SOURCE, DbMark, RootState, load_state, ms, text_or_none
+from ._opencode_state import DbMark, RootState, load_state
 from .base import JSONState, PollResult
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from ._opencode_db import Database
 
+SOURCE = "opencode"
 _CHANNEL_DB = r"^opencode-[A-Za-z0-9_-]+\.db$"
 
 
@@ -94,6 +95,7 @@ class OpenCodeSource:
         from ._opencode_db import Database
         from ._opencode_files import JsonTree
         from ._opencode_records import UnitContext, unit_records
+        from ._opencode_shapes import ms, text_or_none
 
         tree = JsonTree(root, rs, grace_ns=self.write_grace_ns, now_ns=time.time_ns())
         tree.scan()
