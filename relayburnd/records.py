@@ -255,7 +255,9 @@ def seal(record: _Record) -> _Record:
 _PLAIN_ID = frozenset("0123456789abcdefABCDEF-_.:")
 # "%015d" per completeness number, then the digest: ``seal``'s format, in one operation
 _RANK_FORMAT = {n: "%015d" * n + ":%s" for n in range(1, 8)}
-_ID_OFFSET = {kind: len(b'{"kind":"' + kind.encode() + b'","id":"') for kind in TYPE_OF}
+# where a record's id starts in its encoding, by record type
+_ID_OFFSET = {t: len(b'{"kind":"' + kind.encode() + b'","id":"') for kind, t in TYPE_OF.items()}
+_VIEW_FROM = 4096  # splice larger encodings through a view, so they are copied once
 
 
 def seal_line(record: _Record) -> bytes:
@@ -278,7 +280,9 @@ def seal_line(record: _Record) -> bytes:
     # checked character by character
     if not (rid.isalnum() and rid.isascii()) and not _PLAIN_ID.issuperset(rid):
         return _encoder.encode(record)  # an id JSON would escape: no splicing
-    cut = _ID_OFFSET[KIND_OF[type(record)]] + len(rid) + 1
+    cut = _ID_OFFSET[type(record)] + len(rid) + 1
+    if len(body) < _VIEW_FROM:  # copying a short encoding costs less than making views
+        return b"".join((body[:cut], b',"rank":"', rank.encode(), b'"', body[cut:]))
     view = memoryview(body)  # slices of a view are not copies: a content line is copied once
     return b"".join((view[:cut], b',"rank":"', rank.encode(), b'"', view[cut:]))
 

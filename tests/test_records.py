@@ -35,6 +35,10 @@ def test_seal_line_is_the_encoding_of_the_sealed_record(
         Compaction(id=make_id("c", session), source="claude", session_id=session, ts=ts),
         ContentRecord(id=make_id("x", body), source="opencode", session_id=session, ts=ts,
                       message_id="m", role="user", block_type="text", text=body),
+        # a long encoding is spliced through a view, a short one by copying
+        ContentRecord(id=make_id("y", body), source="claude", session_id=session, ts=ts,
+                      message_id="m", role="tool", block_type="tool_result",
+                      text=(body or "x") * 5000),
         SessionRelationship(id=make_id("r", body), source="claude", session_id=session,
                             parent_session_id=body, relation="subagent"),
         # an id JSON has to escape is encoded, not spliced
