@@ -38,6 +38,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,8 +107,8 @@ class FileAdapter:
         self._ledger_left: tuple[int, int] | None = None
         # what the last recovery found: (inode, size), None without a ledger
         self._ledger_seen: tuple[int, int] | None = None
-        # id -> (kind, rank) appended by this process past the index's coverage
-        self._unindexed: dict[str, tuple[str, str]] = {}
+        # id -> index row, appended by this process past the index's coverage
+        self._unindexed: dict[str, tuple[str, str, str]] = {}
         self._unindexed_from = 0
 
     # ------------------------------------------------------------ index
@@ -254,45 +255,32 @@ class FileAdapter:
         self._recover()
         db = self._index()
         folded = fold(batch.records)
-        stored: dict[str, str] = {}
-        sidecars: dict[str, _SidecarIds] = {}
-        key_list = []
-        for rid, rec in folded.items():
-            if isinstance(rec, ContentRecord):
-                sid = rec.session_id
-                ids = sidecars.get(sid)
-                if ids is None:
-                    ids = sidecars[sid] = self._sidecar_ids(sid)
-                rank = ids.ranks.get(rid)
-                if rank is not None:
-                    stored[rid] = rank
-            else:
-                key_list.append(rid)
+        # ledger ids: the copy in memory of a backfill, else the index; content ids:
+        # each session's sidecar
         mirror = self._current_mirror()
-        if mirror is not None:
-            for rid in key_list:
-                rank = mirror.get(rid)
-                if rank is not None:
-                    stored[rid] = rank
-        else:
-            for i in range(0, len(key_list), 500):
-                part = key_list[i : i + 500]
-                marks = ",".join("?" * len(part))
-                for k, rank in db.execute(
-                        f"SELECT id, rank FROM idx WHERE id IN ({marks})", part):
-                    stored[k] = rank
+        stored = mirror if mirror is not None else self._index_ranks(
+            [rid for rid, rec in folded.items() if type(rec) is not ContentRecord])
+        sidecars: dict[str, _SidecarIds] = {}
         ledger_parts: list[bytes] = []
         content_parts: dict[str, list[bytes]] = {}
         index_rows: list[tuple[str, str, str]] = []
         content_rows: list[tuple[str, str, str]] = []
-        tallies: dict[str, KindCounts] = {}
+        tallies: dict[type, KindCounts] = {}
         for rid, rec in folded.items():
-            kind = KIND_OF[type(rec)]
-            counts = tallies.get(kind)
+            rtype = type(rec)
+            counts = tallies.get(rtype)
             if counts is None:
-                counts = tallies[kind] = result.kind(kind)
-            old = stored.get(rid)
-            if old is not None and old >= rec.rank:
+                counts = tallies[rtype] = result.kind(KIND_OF[rtype])
+            if rtype is ContentRecord:
+                sid = rec.session_id
+                ids = sidecars.get(sid)
+                if ids is None:
+                    ids = sidecars[sid] = self._sidecar_ids(sid)
+                old = ids.ranks.get(rid)
+            else:
+                old = stored.get(rid)
+            rank = rec.rank
+            if old is not None and old >= rank:
                 counts.unchanged += 1
                 continue
             if old is None:
@@ -300,12 +288,12 @@ class FileAdapter:
             else:
                 counts.updated += 1
             line = batch.encoded(rec)
-            if isinstance(rec, ContentRecord):
+            if rtype is ContentRecord:
                 content_parts.setdefault(rec.session_id, []).append(line)
-                content_rows.append((rec.session_id, rid, rec.rank))
+                content_rows.append((rec.session_id, rid, rank))
             else:
                 ledger_parts.append(line)
-                index_rows.append((rid, kind, rec.rank))
+                index_rows.append((rid, KIND_OF[rtype], rank))
         if not index_rows and not content_rows:
             return result
         targets = {f"content/{sid}.jsonl": lines for sid, lines in content_parts.items()}
@@ -333,10 +321,12 @@ class FileAdapter:
             if not self._unindexed:
                 self._unindexed_from = int(self._meta("ledger_size") or 0)
             unindexed = self._unindexed
-            for rid, kind, rank in index_rows:
-                unindexed[rid] = (kind, rank)
+            for row in index_rows:
+                unindexed[row[0]] = row
         else:
-            index_rows.sort()  # key order: each index page is visited once per batch
+            # key order: each index page is visited once per batch (ids are unique here,
+            # and sorting them as strings is much faster than sorting the rows)
+            index_rows.sort(key=itemgetter(0))
             db.executemany(
                 "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "rank=excluded.rank",
@@ -361,6 +351,16 @@ class FileAdapter:
             if after is not None:
                 ids.revalidate(self.layout.content_dir / f"{sid}.jsonl", after)
         return result
+
+    def _index_ranks(self, ids: list[str]) -> dict[str, str]:
+        """id -> rank of those ``ids`` that the index holds."""
+        db = self._index()
+        stored: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            stored.update(db.execute(f"SELECT id, rank FROM idx WHERE id IN ({marks})", part))
+        return stored
 
     def _current_mirror(self) -> dict[str, str] | None:
         """An in-memory copy of the index, for a store this process filled from empty.
@@ -403,7 +403,8 @@ class FileAdapter:
         db.executemany(
             "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "rank=excluded.rank, kind=excluded.kind WHERE excluded.rank > idx.rank",
-            sorted((rid, kind, rank) for rid, (kind, rank) in self._unindexed.items()),
+            # ids sort as plain strings, which is much faster than sorting the rows
+            [self._unindexed[rid] for rid in sorted(self._unindexed)],
         )
         self._commit_coverage(*self._ledger_left)
         db.execute("COMMIT")
