@@ -423,6 +423,25 @@ class TestBackfillIndex:
         assert result.as_dict()["turn"] == {"inserted": 1, "updated": 1, "unchanged": 1}
         assert index_rows(store)[0][turn(1).id] == turn(1, output=700).rank
 
+    def test_close_does_not_wait_for_a_busy_lock(self, store: FileAdapter) -> None:
+        """A shutdown has seconds left: with the lock held elsewhere, close leaves the
+        rows to the next writer at once, and that writer indexes them from the ledger."""
+        import time
+
+        from relayburnd.home import file_lock
+
+        store.write(batch(turn(1), turn(2)))
+        with file_lock(store.layout.store_lock):
+            start = time.monotonic()
+            store.close()
+            assert time.monotonic() - start < 1.0
+        assert index_rows(store) == ({}, 0)
+        other = FileAdapter(load_settings())
+        assert other.write(batch(turn(1), turn(2), turn(3))).as_dict()["turn"] == {
+            "inserted": 1, "updated": 0, "unchanged": 2}
+        other.close()
+        assert set(index_rows(other)[0]) == {turn(n).id for n in (1, 2, 3)}
+
     def test_another_writer_in_between_indexes_the_backfill_from_the_ledger(
         self, store: FileAdapter
     ) -> None:

@@ -608,14 +608,16 @@ class FileAdapter:
 
     def close(self) -> None:
         if self._unindexed:
+            # Never wait for the lock here (a shutdown may have seconds left): whoever
+            # holds it is a writer, and every writer indexes the ledger's tail itself.
             try:
-                with file_lock(self.layout.store_lock, timeout=10.0):
+                with file_lock(self.layout.store_lock, timeout=0.0):
                     self._recover()
                     self._flush_unindexed()
             except (TimeoutError, OSError, sqlite3.Error) as exc:
-                # nothing is lost: the next writer indexes the ledger's tail itself
                 log.warning("store.index_deferred", rows=len(self._unindexed),
-                            reason=str(exc), stage="close")
+                            reason=str(exc), stage="close",
+                            hint="nothing is lost: the next write indexes them")
             self._unindexed.clear()
         if self._archive is not None:
             self._archive.close()
