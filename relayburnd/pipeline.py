@@ -15,7 +15,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,21 +40,20 @@ SOURCE_NAMES = ("claude", "codex", "opencode")
 FinalPolicy = Callable[[str, os.stat_result], bool]
 
 
-@dataclass
-class PassReport:
+class PassReport(msgspec.Struct):
     """What one pass did; printed by ``ingest`` and exported as metrics."""
 
     files_seen: int = 0
     files_read: int = 0
     bytes_read: int = 0
-    parsed: Counter[str] = field(default_factory=Counter)
-    written: WriteResult = field(default_factory=WriteResult)
-    skipped: Counter[str] = field(default_factory=Counter)
+    parsed: Counter[str] = msgspec.field(default_factory=Counter)
+    written: WriteResult = msgspec.field(default_factory=WriteResult)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
     dead_lettered: int = 0
-    resets: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
+    resets: Counter[str] = msgspec.field(default_factory=Counter)
+    errors: list[str] = msgspec.field(default_factory=list)
     batches: int = 0
-    undelivered: dict[str, int] = field(default_factory=dict)
+    undelivered: dict[str, int] = msgspec.field(default_factory=dict)
     unterminated: int = 0  # unterminated last lines consumed (drain or deleted file)
 
     def merge(self, other: PassReport) -> None:
@@ -89,8 +87,7 @@ class PassReport:
         return line
 
 
-@dataclass
-class _FileWork:
+class _FileWork(msgspec.Struct):
     source: str
     path: Path
     root: Path
@@ -100,8 +97,7 @@ class _FileWork:
     fh: BinaryIO | None = None  # an open handle to read instead of opening ``path``
 
 
-@dataclass
-class Unit:
+class Unit(msgspec.Struct):
     """A sealed batch and the cursors it covers (see ``Pipeline.seal``).
 
     The long-running daemon delivers one unit while it reads the next; the
@@ -136,7 +132,6 @@ class Pipeline:
         self.cursors = cursors
         self.source_names = sources
         self.policy = ContentPolicy(settings.content_store, _redactor(settings))
-        self.prices = pricing.PriceTable.bundled()
         self.chunk_bytes = chunk_bytes or min(8 * 1024 * 1024, settings.batch_max_bytes)
         self._sources: dict[str, Any] = {}
         self._batch = Batch()
@@ -356,7 +351,7 @@ class Pipeline:
         # the per-record loop of every ingest: kept free of needless calls and lookups
         if not records:
             return
-        prices = self.prices
+        prices = pricing.PriceTable.bundled()  # loaded by the first pass with records
         batch = self._batch
         origins = self._origins
         kinds: Counter[type] = Counter()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import msgspec
@@ -311,8 +310,7 @@ def is_replay(turn: Turn, main_message_ids: set[str]) -> bool:
     return bool(turn.is_sidechain and turn.message_id and turn.message_id in main_message_ids)
 
 
-@dataclass
-class KindCounts:
+class KindCounts(msgspec.Struct):
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -327,11 +325,10 @@ class KindCounts:
         return self.inserted + self.updated + self.unchanged
 
 
-@dataclass
-class WriteResult:
+class WriteResult(msgspec.Struct):
     """What a sink did with a batch, per record kind."""
 
-    counts: dict[str, KindCounts] = field(default_factory=dict)
+    counts: dict[str, KindCounts] = msgspec.field(default_factory=dict)
 
     def kind(self, kind: str) -> KindCounts:
         return self.counts.setdefault(kind, KindCounts())
@@ -359,8 +356,7 @@ class WriteResult:
         }
 
 
-@dataclass
-class Batch:
+class Batch(msgspec.Struct):
     """Records on their way to a sink. Sealed records only.
 
     ``lines`` holds the JSON encoding of records that were encoded when sealed,
@@ -369,9 +365,9 @@ class Batch:
     JSON lines reuse them; others ignore them.
     """
 
-    records: list[Record] = field(default_factory=list)
+    records: list[Record] = msgspec.field(default_factory=list)
     nbytes: int = 0
-    lines: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    lines: dict[tuple[str, str], bytes] = msgspec.field(default_factory=dict)
 
     def add(self, record: Record, size: int = 0, *, line: bytes | None = None) -> None:
         self.records.append(record)

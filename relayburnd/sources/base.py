@@ -17,31 +17,30 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import msgspec
 
 from ..records import Record
 
 JSONState = dict[str, Any]
 
 
-@dataclass
-class ParseResult:
+class ParseResult(msgspec.Struct):
     """Records parsed from ``consumed`` bytes, the state after them, and what was skipped."""
 
     records: list[Record]
     state: JSONState
     consumed: int
-    skipped: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
     # (offset relative to the data start, length, reason) of each skipped line
-    skipped_lines: list[tuple[int, int, str]] = field(default_factory=list)
+    skipped_lines: list[tuple[int, int, str]] = msgspec.field(default_factory=list)
     # the state holds records not yet emitted (e.g. a response still streaming)
     pending: bool = False
 
 
-@dataclass(frozen=True)
-class FileContext:
+class FileContext(msgspec.Struct, frozen=True):
     """What a parser may know about the file besides its bytes.
 
     ``with_content`` is False when content is not stored at all, so parsers
@@ -72,12 +71,11 @@ class TailSource(Protocol):
         ...
 
 
-@dataclass
-class PollResult:
+class PollResult(msgspec.Struct):
     records: list[Record]
     state: JSONState
-    skipped: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
+    skipped: Counter[str] = msgspec.field(default_factory=Counter)
+    errors: list[str] = msgspec.field(default_factory=list)
     files_read: int = 0
 
 
