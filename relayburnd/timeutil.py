@@ -29,9 +29,10 @@ def _day_ms(day: str) -> int | None:
 
 
 _minute_ms: dict[str, int | None] = {}
-# ":SS" -> milliseconds and ".mmmZ" -> milliseconds: a lookup both checks and converts
-_SECOND_MS = {f":{s:02d}": s * 1000 for s in range(60)}
-_MILLI_Z = {f".{m:03d}Z": m for m in range(1000)}
+# ":SS" -> milliseconds and ".mmmZ" -> milliseconds: a lookup both checks and converts.
+# Filled on the first timestamp, so a start with nothing to parse does not build them.
+_SECOND_MS: dict[str, int] = {}
+_MILLI_Z: dict[str, int] = {}
 
 
 def _minute(prefix: str) -> int | None:
@@ -61,6 +62,9 @@ def to_ms(value: object) -> int | None:
 
 
 def _to_ms_first_sight(value: object) -> int | None:
+    if not _MILLI_Z:
+        _SECOND_MS.update({f":{s:02d}": s * 1000 for s in range(60)})
+        _MILLI_Z.update({f".{m:03d}Z": m for m in range(1000)})
     if type(value) is str and len(value) == 24:
         prefix = value[:16]
         if prefix not in _minute_ms:
