@@ -243,6 +243,8 @@ class Pipeline:
             offset, state = resume.offset, resume.state
             pending = item.cursor.pending if item.cursor else False
             read_any = False
+            finished = False  # the parser was told the file is idle after its last line
+            held = False  # the cursor held is the one for (offset, state, pending)
             for chunk in iter_chunks(
                 fh, offset, chunk_bytes=self.chunk_bytes,
                 max_record_bytes=self.settings.max_record_bytes, limit=fst.st_size,
@@ -250,7 +252,11 @@ class Pipeline:
                 read_any = True
                 for off, length in chunk.skipped:
                     self._skip_line(report, item, off, length, "too_long")
-                res = src.parse(chunk.data, state, self._ctx(item, chunk.offset), final=False)
+                # a chunk that ends the file is parsed as final at once, instead of being
+                # followed by a separate empty final parse
+                finished = final and chunk.end >= fst.st_size
+                res = src.parse(chunk.data, state, self._ctx(item, chunk.offset),
+                                final=finished)
                 self._take(res, item, chunk.offset, report)
                 state, pending = res.state, res.pending
                 report.bytes_read += chunk.end - offset
@@ -258,6 +264,7 @@ class Pipeline:
                     progress(chunk.end - offset)
                 offset = chunk.end
                 self._hold_cursor(item, fh, fst, offset, state, pending)
+                held = True
                 if self._batch_full():
                     if stop_when_full:
                         report.files_read += 1
@@ -268,12 +275,15 @@ class Pipeline:
                                            report)
                 if tail_end is not None:
                     read_any = True
+                    finished = held = False
                     offset, state, pending = tail_end
-            if final and (pending or read_any):
+            if final and (pending or read_any) and not finished:
                 res = src.parse(b"", state, self._ctx(item, offset), final=True)
                 self._take(res, item, offset, report)
                 state, pending = res.state, res.pending
-            self._hold_cursor(item, fh, fst, offset, state, pending)
+                held = False
+            if not held:
+                self._hold_cursor(item, fh, fst, offset, state, pending)
             report.files_read += 1
         return True
 
