@@ -97,9 +97,11 @@ class Line(msgspec.Struct):
     requestId: str | None = None
     message: Message | None = None
 
-paths = sys.argv[1:]
+names, paths = sys.argv[1].split(","), sys.argv[2:]
 decoder = msgspec.json.Decoder(Line)
 for name, decode in (("msgspec", decoder.decode), ("json", json.loads)):
+    if name not in names:
+        continue
     start = time.process_time()
     size = 0
     for path in paths:
@@ -113,15 +115,17 @@ for name, decode in (("msgspec", decoder.decode), ("json", json.loads)):
 """
 
 
-def reference_rates(files: list[Path]) -> dict[str, float]:
+def reference_rates(files: list[Path], names: str = "msgspec,json") -> dict[str, float]:
     """MB per CPU second of two plain decoders over the same files, on one CPU.
 
     The ingest target was set on a machine where typed msgspec decoding of only
     the needed fields ran at about 560 MB/s and the standard library's json at
     about 160 MB/s. Measured in the same run, they show how fast this machine
-    is at the moment, so results from different days can be compared.
+    is at the moment, so results from different days can be compared. The speed
+    of a shared machine moves within seconds, so the cold runs measure msgspec's
+    rate again just before each run and report the median of their ratios.
     """
-    proc = subprocess.run([sys.executable, "-c", _REFERENCE, *map(str, files)],
+    proc = subprocess.run([sys.executable, "-c", _REFERENCE, names, *map(str, files)],
                           capture_output=True, text=True, check=True, preexec_fn=_one_cpu)
     return {name: float(v) for name, v in (ln.split() for ln in proc.stdout.splitlines())}
 
@@ -173,12 +177,15 @@ def main() -> int:
         colds: list[float] = []
         cpus: list[float] = []
         rss: list[int] = []
+        shares: list[float] = []  # MB per CPU second over msgspec's rate just before
         recs = 0
         home = work / f"home-{mode}"
         for _ in range(args.runs):
             shutil.rmtree(home, ignore_errors=True)
             env = {**base_env, "RELAYBURN_HOME": str(home), "RELAYBURN_CONTENT_STORE": mode}
+            machine = reference_rates(files, "msgspec")["msgspec"]
             wall, cpu, peak, out = peak_rss(["ingest"], env)
+            shares.append(size / 1e6 / cpu / machine)
             colds.append(wall)
             cpus.append(cpu)
             rss.append(peak)
@@ -190,8 +197,8 @@ def main() -> int:
               f"({', '.join(f'{c:.2f}' for c in colds)}), {mbs:.1f} MB/s "
               f"({mbs / TARGET_COLD_MBS:.2f}x of the {TARGET_COLD_MBS:.0f} MB/s target); "
               f"{cpu:.2f} CPU s = {size / 1e6 / cpu:.1f} MB per CPU second "
-              f"({size / 1e6 / cpu / ref['msgspec']:.3f} of msgspec's rate here, the "
-              f"target is {TARGET_COLD_MBS / 560:.3f}); "
+              f"(median {statistics.median(shares):.3f} of msgspec's rate measured just "
+              f"before each run, the target is {TARGET_COLD_MBS / 560:.3f}); "
               f"{recs / cold:,.0f} records/s, peak RSS {max(rss) / 1024:.0f} MiB")
 
         env = {**base_env, "RELAYBURN_HOME": str(home), "RELAYBURN_CONTENT_STORE": mode}
