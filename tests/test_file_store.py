@@ -35,6 +35,7 @@ from relayburnd.records import (
 )
 from relayburnd.storage import file as file_store
 from relayburnd.storage.file import FileAdapter, is_safe_session_id
+from tests.conftest import PUBLIC, run_cli
 
 TS = 1_718_000_000_000
 
@@ -641,8 +642,6 @@ def test_an_ingest_process_ends_with_its_index_written_and_its_output_whole(
 ) -> None:
     """``ingest`` ends without the interpreter's teardown: the store was closed first
     (the deferred index rows are in), and everything it printed reached the pipe."""
-    from tests.conftest import PUBLIC, run_cli
-
     proc = run_cli("ingest", env={"CLAUDE_CONFIG_DIR": str(PUBLIC / "ccusage" / "claude"),
                                   "RELAYBURN_CONTENT_STORE": "off"})
     assert proc.stdout.endswith("\n") and "records:" in proc.stdout

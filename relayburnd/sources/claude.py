@@ -66,18 +66,15 @@ _NO_RAW = msgspec.Raw(b"")
 _NULL_RAW = msgspec.Raw(b"null")
 
 
-def _raw(value: msgspec.Raw) -> bytes | None:
-    """The bytes of a raw JSON value, None when absent or null."""
-    n = len(value)
-    if not n or (n == 4 and value == _NULL_RAW):
-        return None
-    return bytes(value)
-
-
 def _raw_len(value: msgspec.Raw) -> int:
-    """``len(_raw(value) or b"")`` without copying the value (tool output can be large)."""
+    """Length of a raw JSON value, 0 when absent or null; nothing is copied."""
     n = len(value)
     return 0 if n == 4 and value == _NULL_RAW else n
+
+
+def _raw(value: msgspec.Raw) -> bytes | None:
+    """The bytes of a raw JSON value, None when absent or null."""
+    return bytes(value) if _raw_len(value) else None
 
 
 class _CacheCreation(msgspec.Struct, gc=False):

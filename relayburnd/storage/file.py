@@ -88,6 +88,11 @@ class _Head(msgspec.Struct):
 
 
 _head_decoder = msgspec.json.Decoder(_Head)
+# index rows whose ids may already be there: the greater rank stays
+_UPSERT_GREATER_RANK = (
+    "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+    "rank=excluded.rank, kind=excluded.kind WHERE excluded.rank > idx.rank"
+)
 _KIND_PREFIX = {kind: b'{"kind":"' + kind.encode() + b'"' for kind in TYPE_OF}
 
 
@@ -219,8 +224,7 @@ class FileAdapter:
                     rows[key] = (head.kind, head.rank)
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "rank=excluded.rank, kind=excluded.kind WHERE excluded.rank > idx.rank",
+            _UPSERT_GREATER_RANK,
             ((k, v[0], v[1]) for k, v in rows.items()),
         )
         db.execute("COMMIT")
@@ -337,9 +341,9 @@ class FileAdapter:
         db.execute("COMMIT")
         if ledger_st is not None:
             self._ledger_left = (ledger_st.st_ino, ledger_st.st_size)
-        if defer and self._mirror is not None:
-            self._mirror.update({rid: rank for rid, _kind, rank in index_rows})
-            if len(self._mirror) > _MIRROR_MAX:
+        if mirror is not None:
+            mirror.update({rid: rank for rid, _kind, rank in index_rows})
+            if len(mirror) > _MIRROR_MAX:
                 # too large to keep: the index answers from now on, so it must be whole
                 self._flush_unindexed()
                 self._mirror = None
@@ -401,8 +405,7 @@ class FileAdapter:
         db = self._index()
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "rank=excluded.rank, kind=excluded.kind WHERE excluded.rank > idx.rank",
+            _UPSERT_GREATER_RANK,
             # ids sort as plain strings, which is much faster than sorting the rows
             [self._unindexed[rid] for rid in sorted(self._unindexed)],
         )
