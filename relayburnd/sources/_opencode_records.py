@@ -44,8 +44,8 @@ from ..records import (
     short_hash,
 )
 from ._opencode_shapes import Message, Part, Tokens, ms, text_or_none
+from .opencode import SOURCE
 
-SOURCE = "opencode"
 STREAMING, COMPLETED, FROM_STEP = 1, 2, 3
 _FINAL_TOOL = frozenset({"completed", "error"})
 _STARTED_TOOL = frozenset({"running", "completed", "error"})
