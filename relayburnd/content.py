@@ -7,11 +7,12 @@ with ``hash-only`` and ``off`` prompt and response text never leave the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .records import ContentRecord, Record
 
-Redactor = Callable[[str], tuple[str, int]]
+# texts -> (redacted text, replacements) of each, in order
+Redactor = Callable[[Sequence[str]], list[tuple[str, int]]]
 
 
 class ContentPolicy:
@@ -29,12 +30,13 @@ class ContentPolicy:
 
     def apply(self, records: list[Record]) -> list[Record]:
         if self.mode == "off":
-            return [r for r in records if not isinstance(r, ContentRecord)]
-        for rec in records:
-            if not isinstance(rec, ContentRecord) or rec.text is None:
-                continue
-            if self.mode == "hash-only":
+            return [r for r in records if type(r) is not ContentRecord]
+        with_text = [r for r in records if type(r) is ContentRecord and r.text is not None]
+        if self.mode == "hash-only":
+            for rec in with_text:
                 rec.text = None
-            elif self.redactor is not None:
-                rec.text, rec.redactions = self.redactor(rec.text)
+        elif self.redactor is not None and with_text:
+            redacted = self.redactor([r.text for r in with_text])  # type: ignore[misc]
+            for rec, (text, count) in zip(with_text, redacted, strict=True):
+                rec.text, rec.redactions = text, count
         return records

@@ -550,9 +550,9 @@ class Pipeline:
 def _redactor(settings: Settings) -> Any:
     if not settings.redact_secrets or settings.content_store != "full":
         return None
-    from .redact import redact
+    from .redact import redact_many
 
-    return redact
+    return redact_many
 
 
 def build(settings: Settings, sink: Any | None = None) -> tuple[Pipeline, Any]:

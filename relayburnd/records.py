@@ -33,9 +33,18 @@ _RANK_HASH = hashlib.blake2b(digest_size=8)
 def make_id(*parts: object) -> str:
     """Content-addressed id from the identity fields of a record."""
     try:
-        text = "\x1f".join(parts)  # type: ignore[arg-type]  # all str: the common case
+        text = ID_SEP.join(parts)  # type: ignore[arg-type]  # all str: the common case
     except TypeError:
-        text = "\x1f".join("" if p is None else str(p) for p in parts)
+        text = ID_SEP.join("" if p is None else str(p) for p in parts)
+    return id_of_joined(text)
+
+
+ID_SEP = "\x1f"
+
+
+def id_of_joined(text: str) -> str:
+    """``make_id`` of parts already joined with ``ID_SEP``: records of one message share
+    a prefix, which is then joined once."""
     h = _ID_HASH.copy()
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.hexdigest()

@@ -12,8 +12,10 @@ that never stores content does not pay for them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from functools import cache
+from typing import Any
 
 import msgspec
 
@@ -65,7 +67,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _fast_prefilter(pattern: str) -> Callable[[str], object] | None:
+def _fast_prefilter(pattern: str | bytes) -> Callable[..., Any] | None:
     """RE2's automaton finds any of the literal triggers in one linear pass, about five
     times faster than ``re`` (which tries each alternative at every position). Almost
     no text holds a trigger, so this scan is nearly all the cost of redaction."""
@@ -73,8 +75,17 @@ def _fast_prefilter(pattern: str) -> Callable[[str], object] | None:
         import re2  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:  # platform without a wheel: the stdlib scan is correct, only slower
         return None
-    search: Callable[[str], object] = re2.compile(pattern).search
+    search: Callable[..., Any] = re2.compile(pattern).search
     return search
+
+
+@cache
+def _bytes_prefilter() -> Callable[..., Any] | None:
+    """The RE2 trigger scan over UTF-8 bytes (None without RE2). Triggers are ASCII, and
+    an ASCII byte never occurs inside a multi-byte UTF-8 sequence, so a trigger is in
+    a text exactly when its bytes are in the text's encoding."""
+    pattern = "|".join(re.escape(t) for r in RULES for t in r.triggers)
+    return _fast_prefilter(pattern.encode())
 
 
 @cache
@@ -112,3 +123,32 @@ def redact(text: str) -> tuple[str, int]:
             text, n = pattern.subn(replacement, text)
         total += n
     return text, total
+
+
+def redact_many(texts: Sequence[str]) -> list[tuple[str, int]]:
+    """``redact`` of each text, with one trigger scan over all of them.
+
+    A scan costs little per byte but much per call (the text is encoded and the
+    match object built in Python), and a batch holds thousands of short texts.
+    They are joined with NUL, which no trigger contains, so a trigger found in
+    the join lies within one text; only those texts are redacted one by one.
+    """
+    scan = _bytes_prefilter()
+    if scan is None or len(texts) < 2:
+        return [redact(t) for t in texts]
+    parts = [t.encode("utf-8", "surrogatepass") for t in texts]
+    starts: list[int] = []
+    pos = 0
+    for part in parts:
+        starts.append(pos)
+        pos += len(part) + 1
+    joined = b"\0".join(parts)
+    out = [(t, 0) for t in texts]
+    at = 0
+    while (found := scan(joined, at)) is not None:
+        i = bisect_right(starts, found.start()) - 1
+        out[i] = redact(texts[i])
+        if i + 1 == len(starts):
+            break
+        at = starts[i + 1]
+    return out

@@ -14,8 +14,10 @@ import time
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from relayburnd.redact import RULES, redact
+from relayburnd.redact import RULES, redact, redact_many
 
 _rng = random.Random(20240611)
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -281,3 +283,27 @@ class TestPerformance:
         redact(text)
         elapsed = time.perf_counter() - start
         assert elapsed < 1.0, f"{elapsed:.2f}s for {len(text):,} chars"
+
+
+class TestManyTextsAtOnce:
+    """``redact_many`` gives what ``redact`` gives for each text, in order."""
+
+    def test_secrets_among_ordinary_texts(self) -> None:
+        """Secrets at the start, middle and end of the batch, beside texts without any."""
+        plain = ordinary_text().splitlines()
+        texts = [case[1].format(case[2]) for case in SECRETS]
+        mixed = [texts[0], *plain[:5], *texts[1:4], "", "ü ✓ 漢字", *plain[5:], *texts[4:]]
+        assert redact_many(mixed) == [redact(t) for t in mixed]
+
+    def test_trigger_split_across_two_texts_is_no_trigger(self) -> None:
+        """A trigger whose halves end one text and start the next is in neither."""
+        texts = ["prefix sk", "-ant-" + rand(40), "AK", "IA" + rand(16, UPPER_DIGITS)]
+        assert redact_many(texts) == [(t, 0) for t in texts]
+
+    @given(st.lists(st.lists(st.sampled_from(
+        ["a", " ", "\n", "ü", "\x00", "sk-", "AKIA", "://", "eyJ", "-----BEGIN ", "x" * 20]
+    )).map("".join), max_size=12))
+    @settings(max_examples=200, deadline=None)
+    def test_same_as_one_by_one(self, texts: list[str]) -> None:
+        """Random texts built from trigger pieces, NULs and non-ASCII characters."""
+        assert redact_many(texts) == [redact(t) for t in texts]

@@ -38,6 +38,7 @@ from ..records import (
     ToolResultEvent,
     Turn,
     UserTurn,
+    id_of_joined,
     make_id,
     short_hash,
 )
@@ -239,11 +240,16 @@ def _meta_tool_use_id(transcript: Path) -> str | None:
     to the Task call that started it. A missing or unreadable file is no error.
     """
     try:
-        meta = msgspec.json.decode(transcript.with_suffix(".meta.json").read_bytes(),
-                                   type=_AgentMeta)
+        with open(os.path.splitext(transcript)[0] + ".meta.json", "rb") as fh:
+            meta = msgspec.json.decode(fh.read(), type=_AgentMeta)
     except (OSError, msgspec.DecodeError):
         return None
     return meta.toolUseId or None
+
+
+def _content_id_prefix(session: str, anchor: str) -> str:
+    """What ``make_id("content", SOURCE, session, anchor, ...)`` joins before the rest."""
+    return f"content\x1f{SOURCE}\x1f{session}\x1f{anchor}\x1f"
 
 
 def _loosened(line: _LooseLine) -> _Line:
@@ -254,24 +260,23 @@ def _loosened(line: _LooseLine) -> _Line:
 
 
 def _text_of(value: msgspec.Raw) -> str:
-    raw = _raw(value)
-    if raw is None:
+    # Raw is a buffer: decoded where it lies, without a copy
+    if not _raw_len(value):
         return ""
     try:
-        return _str_decoder.decode(raw)
+        return _str_decoder.decode(value)
     except msgspec.ValidationError:
-        return raw.decode("utf-8", "replace")
+        return str(value, "utf-8", "replace")
 
 
 def _result_text(content: msgspec.Raw) -> str:
     """Text of a tool_result ``content``: a string or a list of text blocks."""
-    raw = _raw(content)
-    if raw is None:
+    if not _raw_len(content):
         return ""
     try:
-        value = _blocks_decoder.decode(raw)
+        value = _blocks_decoder.decode(content)
     except msgspec.ValidationError:
-        return raw.decode("utf-8", "replace")
+        return str(content, "utf-8", "replace")
     if value is None:
         return ""
     if isinstance(value, str):
@@ -586,19 +591,20 @@ class _Parser:
         if not self.with_content:
             return
         anchor = f"{line.uuid}|{msg.id}|{line.timestamp}"
+        id_prefix = _content_id_prefix(session, anchor)
         for seq, b in enumerate(blocks):
             if b.type == "text":
                 text, block_type = _text_of(b.text), "text"
             elif b.type == "thinking":
                 text, block_type = _text_of(b.thinking), "thinking"
             elif b.type == "tool_use":
-                text = (_raw(b.input) or b"").decode("utf-8", "replace")
+                text = str(b.input, "utf-8", "replace") if _raw_len(b.input) else ""
                 block_type = "tool_use"
             else:
                 continue
             self.out.append(
                 ContentRecord(
-                    id=make_id("content", SOURCE, session, anchor, seq),
+                    id=id_of_joined(id_prefix + str(seq)),
                     source=SOURCE,
                     session_id=session,
                     ts=ts,
@@ -669,7 +675,7 @@ class _Parser:
                         text = _result_text(b.content)
                         self.out.append(
                             ContentRecord(
-                                id=make_id("content", SOURCE, session, anchor, seq),
+                                id=id_of_joined(_content_id_prefix(session, anchor) + str(seq)),
                                 source=SOURCE,
                                 session_id=session,
                                 ts=ts,
@@ -686,10 +692,11 @@ class _Parser:
                         )
         if self.with_content and not line.isMeta:
             block_type = "summary" if line.isCompactSummary else "text"
+            id_prefix = _content_id_prefix(session, anchor) + "text\x1f"
             for seq, text in enumerate(texts):
                 self.out.append(
                     ContentRecord(
-                        id=make_id("content", SOURCE, session, anchor, "text", seq),
+                        id=id_of_joined(id_prefix + str(seq)),
                         source=SOURCE,
                         session_id=session,
                         ts=ts,
