@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -358,21 +359,17 @@ class Pipeline:
         self._add(res.records, Origin(item.source, str(item.path), base), report)
 
     def _add(self, records: list[Record], origin: Origin, report: PassReport) -> None:
-        # the per-record loop of every ingest: kept free of needless calls and lookups
+        # the per-record work of every ingest: each step is one loop, most of them in C
         if not records:
             return
         prices = pricing.PriceTable.bundled()  # loaded by the first pass with records
-        batch = self._batch
-        origins = self._origins
-        kinds: Counter[type] = Counter()
-        for rec in self.policy.apply(records):
-            kind = type(rec)
-            if kind is Turn:
-                pricing.apply_pricing(rec, prices)  # type: ignore[arg-type]
-            batch.add(rec, line=seal_line(rec))
-            origins[rec.id] = origin
-            kinds[kind] += 1
-        for kind, n in kinds.items():
+        kept = self.policy.apply(records)
+        for rec in kept:
+            if type(rec) is Turn:
+                pricing.apply_pricing(rec, prices)
+        self._batch.add_sealed(kept, [seal_line(rec) for rec in kept])
+        self._origins.update(zip([rec.id for rec in kept], repeat(origin)))
+        for kind, n in Counter(map(type, kept)).items():
             report.parsed[KIND_OF[kind]] += n
 
     def _poll(self, name: str, report: PassReport, deadline: float | None) -> None:

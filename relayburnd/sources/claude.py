@@ -321,7 +321,9 @@ class _Parser:
         self.skipped: Counter[str] = Counter()
         self.skipped_lines: list[tuple[int, int, str]] = []
         self.file_session = ctx.path.stem
+        self.file_name = ctx.path.name
         self.project_hint = ctx.path.parent.name
+        self._related: set[tuple[str, str | None]] = set()
         self._meta_read = False
         self._meta_tool_use: str | None = None
 
@@ -337,7 +339,7 @@ class _Parser:
             if end < 0:
                 end = size
             line = data[pos : end - 1 if end > pos and data[end - 1] == 13 else end]
-            if line.strip():
+            if line and not line.isspace():  # stops at the first other byte; strip() copies
                 self._line(line, pos, end + 1 - pos)
             pos = end + 1
         if final:
@@ -794,7 +796,13 @@ class _Parser:
         return self._meta_tool_use
 
     def _relationship(self, line: _Line, agent: str, tool_use_id: str | None) -> None:
-        if tool_use_id is None and self.ctx.path.name == f"agent-{agent}.jsonl":
+        # every line of a sub-agent asks; the answer for the same question within one
+        # parse cannot change, so only the first one does the work
+        asked = (agent, tool_use_id)
+        if asked in self._related:
+            return
+        self._related.add(asked)
+        if tool_use_id is None and self.file_name == f"agent-{agent}.jsonl":
             tool_use_id = self._spawning_call()
         marker = f"{agent}|{tool_use_id or ''}"
         if marker in self.st.agents:

@@ -62,6 +62,7 @@ from ..records import (
     UserTurn,
     WriteResult,
     decode,
+    encode,
     fold,
 )
 from ..reports import model_label, summarize
@@ -270,6 +271,7 @@ class FileAdapter:
         index_rows: list[tuple[str, str, str]] = []
         content_rows: list[tuple[str, str, str]] = []
         tallies: dict[type, KindCounts] = {}
+        sealed_line = batch.lines.get
         for rid, rec in folded.items():
             rtype = type(rec)
             counts = tallies.get(rtype)
@@ -291,7 +293,9 @@ class FileAdapter:
                 counts.inserted += 1
             else:
                 counts.updated += 1
-            line = batch.encoded(rec)
+            line = sealed_line((rid, rank))  # ``batch.encoded``, without a call per record
+            if line is None:
+                line = encode(rec)
             if rtype is ContentRecord:
                 content_parts.setdefault(rec.session_id, []).append(line)
                 content_rows.append((rec.session_id, rid, rank))
