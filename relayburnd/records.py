@@ -28,6 +28,7 @@ SOURCES = ("claude", "codex", "opencode")
 # than hashing an id's few dozen bytes.
 _ID_HASH = hashlib.blake2b(digest_size=16)
 _RANK_HASH = hashlib.blake2b(digest_size=8)
+_SHA256 = hashlib.sha256()
 
 
 def make_id(*parts: object) -> str:
@@ -54,7 +55,9 @@ def short_hash(data: bytes | str | msgspec.Raw) -> str:
     """SHA-256 (hex) used for tool arguments and content text."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest()
+    h = _SHA256.copy()  # OpenSSL looks the algorithm up by name on each construction
+    h.update(data)
+    return h.hexdigest()
 
 
 class _Record(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="kind", gc=False):

@@ -3,6 +3,7 @@ report exactly the correct figures (synthetic README, format spec 6.5 and 8)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -302,3 +303,45 @@ def test_progress_copies_of_unusual_shape_are_read_or_ignored_never_skipped(
              if type(r).__name__ == "Turn"}
     assert turns == {("msg_1", "ag1", 7), ("msg_2", "ag2", 7)}
     assert not res.skipped
+
+
+def test_tool_names_are_remembered_for_the_latest_calls_only(tmp_path: Path) -> None:
+    """A tool result is named after its call; the state keeps the latest 512 names, so
+    a result for a call that many calls back is still counted, without a name."""
+    from relayburnd.sources.base import FileContext
+    from relayburnd.sources.claude import MAX_TOOL_NAMES, ClaudeSource
+
+    calls = MAX_TOOL_NAMES + 3
+    lines: list[dict[str, Any]] = []
+    for i in range(calls):
+        lines.append({
+            "type": "assistant", "uuid": f"a{i}", "sessionId": "s1", "requestId": f"req_{i}",
+            "timestamp": "2026-02-10T13:26:31.147Z",
+            "message": {"id": f"msg_{i}", "model": SONNET, "role": "assistant",
+                        "content": [{"type": "tool_use", "id": f"toolu_{i}",
+                                     "name": f"Tool{i}", "input": {"n": i}}],
+                        "stop_reason": "tool_use",
+                        "usage": {"input_tokens": 1, "output_tokens": 1}},
+        })
+    lines.append({
+        "type": "user", "uuid": "u1", "sessionId": "s1",
+        "timestamp": "2026-02-10T13:27:00.000Z",
+        "message": {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_0", "content": "old"},
+            {"type": "tool_result", "tool_use_id": f"toolu_{calls - 1}", "content": "new"},
+        ]},
+    })
+    source = ClaudeSource()
+    ctx = FileContext(path=tmp_path / "s1.jsonl", root=tmp_path, with_content=False)
+    data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+    cut = data.index(b'{"type": "user"')
+    first = source.parse(data[:cut], {}, ctx, final=False)
+    assert len(first.state["tools"]) == MAX_TOOL_NAMES
+    assert list(first.state["tools"])[-1] == f"toolu_{calls - 1}"
+    second = source.parse(data[cut:], first.state, ctx, final=True)
+    names = {r.tool_use_id: r.tool_name for r in second.records
+             if type(r).__name__ == "ToolResultEvent"}
+    assert names == {"toolu_0": None, f"toolu_{calls - 1}": f"Tool{calls - 1}"}
+    turns = [r for r in first.records + second.records if type(r).__name__ == "Turn"]
+    assert len(turns) == calls
+    assert turns[0].tool_calls[0].args_sha256 == hashlib.sha256(b'{"n": 0}').hexdigest()

@@ -456,12 +456,11 @@ class _Parser:
                 pending.emitted = True
                 self.out.append(msgspec.structs.replace(pending.turn))
 
-    def _remember_tool(self, tool_id: str, name: str) -> None:
+    def _forget_old_tools(self) -> None:
+        """Keep the names of the latest ``MAX_TOOL_NAMES`` tool calls (state stays small)."""
         tools = self.st.tools
-        tools[tool_id] = name
-        if len(tools) > MAX_TOOL_NAMES:
-            for key in list(tools)[: len(tools) - MAX_TOOL_NAMES]:
-                del tools[key]
+        for key in list(tools)[: len(tools) - MAX_TOOL_NAMES]:
+            del tools[key]
 
 
     # -- assistant lines
@@ -567,6 +566,7 @@ class _Parser:
         if isinstance(blocks, list):
             calls = t.tool_calls
             known: set[str] | None = None
+            tools = self.st.tools
             for b in blocks:
                 bid = b.id
                 if b.type != "tool_use" or not bid:
@@ -585,7 +585,9 @@ class _Parser:
                     args_sha256=short_hash(b.input) if size else "",
                     args_bytes=size,
                 ))
-                self._remember_tool(bid, name)
+                tools[bid] = name
+                if len(tools) > MAX_TOOL_NAMES:
+                    self._forget_old_tools()
 
     def _assistant_content(
         self, line: _Line, msg: _Message, blocks: list[_Block], session: str, ts: int
