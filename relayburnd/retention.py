@@ -24,6 +24,7 @@ RELAYBURN_HOME, so restarts do not prune again at once) and never raises.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -44,6 +45,7 @@ DAY_MS = 86_400_000
 CLEAR_ALL_MS = 2**63 - 1  # a cutoff after every timestamp: 0 days keeps nothing
 PRUNE_INTERVAL_S = 3600.0
 STATE_FILE = "retention.json"
+_attempted: dict[Path, int] = {}  # state file -> this process's last prune attempt (ms)
 SERVER_KEPT = frozenset({"http"})  # stores whose server applies its own retention
 
 
@@ -124,8 +126,12 @@ def maybe_prune(
         last = msgspec.convert(raw, _State).last_prune_ms if raw else 0
     except (OSError, msgspec.ValidationError):
         last = 0
+    # this process's own last attempt also counts: a home it cannot write to must not
+    # turn an hourly prune into one per check
+    last = max(last, _attempted.get(path, 0))
     if 0 <= now - last < PRUNE_INTERVAL_S * 1000:
         return None
+    _attempted[path] = now
     own = adapter is None
     result: PruneResult | None = None
     try:

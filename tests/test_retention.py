@@ -278,6 +278,20 @@ class TestMaybePrune:
         assert retention.maybe_prune(s, store, now_ms=NOW) is None
         assert json.loads((home() / "retention.json").read_text())["last_prune_ms"] == NOW
 
+    def test_state_that_cannot_be_written_still_waits_an_hour(self, store: FileAdapter) -> None:
+        """Where ``retention.json`` cannot be written, this process still remembers its
+        prune, so a server checking every minute prunes hourly, not every minute."""
+        (home() / "retention.json").mkdir(parents=True)  # a directory: no file can go there
+        write(store, content("old", "s", NOW - 100 * DAY, "x"))
+        s = settings(content_ttl_days=90)
+        first = retention.maybe_prune(s, store, now_ms=NOW)
+        assert first is not None and first.removed == 1
+        write(store, content("old2", "s", NOW - 100 * DAY, "x"))
+        assert retention.maybe_prune(s, store, now_ms=NOW + 60_000) is None
+        assert len(stored_ids("s")) == 1
+        again = retention.maybe_prune(s, store, now_ms=NOW + 3_600_000)
+        assert again is not None and again.removed == 1
+
 
 class TestShow:
     """`relayburnd content show SESSION`."""
