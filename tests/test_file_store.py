@@ -424,6 +424,18 @@ class TestBackfillIndex:
         assert result.as_dict()["turn"] == {"inserted": 1, "updated": 1, "unchanged": 1}
         assert index_rows(store)[0][turn(1).id] == turn(1, output=700).rank
 
+    def test_rows_written_from_another_thread_go_in_at_close(self, store: FileAdapter) -> None:
+        """The daemon writes from its shipper thread and closes from the main thread."""
+        import threading
+
+        writer = threading.Thread(target=store.write, args=(batch(turn(1), turn(2)),))
+        writer.start()
+        writer.join()
+        store.close()
+        rows, covered = index_rows(store)
+        assert set(rows) == {turn(1).id, turn(2).id}
+        assert covered == store.layout.ledger.stat().st_size
+
     def test_close_does_not_wait_for_a_busy_lock(self, store: FileAdapter) -> None:
         """A shutdown has seconds left: with the lock held elsewhere, close leaves the
         rows to the next writer at once, and that writer indexes them from the ledger."""

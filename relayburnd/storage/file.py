@@ -124,7 +124,9 @@ class FileAdapter:
             path = self.layout.ledger_index
             if not path.exists():
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            db = sqlite3.connect(path, isolation_level=None)
+            # the daemon writes from its shipper thread and closes from the main one;
+            # one thread at a time uses the store (as with the other SQLite handles)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit lost to a power cut would bring back ``pending`` and the
             # next open would roll back records that were already acknowledged.
