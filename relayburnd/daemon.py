@@ -66,7 +66,11 @@ log = get_logger("daemon")
 
 POLL_ACTIVE = 0.25
 POLL_IDLE = 2.0
-COALESCE = 0.05
+# Under steady writes, reads are at least this far apart: each read has a fixed cost
+# (a scan tick, a parse call, a batch), so fewer, larger reads of the same bytes cost
+# less (measured: steady CPU at 20 exchanges/s 21-23 % -> 13-15 % of a core against
+# 50 ms). A first append after a quiet spell is read at once.
+COALESCE = 0.25
 QUIET = 2.0
 LINGER_SHARE = 0.4
 PRUNE_CHECK_INTERVAL = 60.0  # seconds between looks at the content retention schedule

@@ -24,8 +24,8 @@ RELAYBURN_HOME, so restarts do not prune again at once) and never raises.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
