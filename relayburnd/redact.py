@@ -134,7 +134,7 @@ def redact_many(texts: Sequence[str]) -> list[tuple[str, int]]:
     the join lies within one text; only those texts are redacted one by one.
     """
     scan = _bytes_prefilter()
-    if scan is None or len(texts) < 2:
+    if scan is None or not texts:
         return [redact(t) for t in texts]
     parts = [t.encode("utf-8", "surrogatepass") for t in texts]
     starts: list[int] = []
