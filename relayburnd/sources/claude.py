@@ -247,6 +247,10 @@ def _meta_tool_use_id(transcript: Path) -> str | None:
     return meta.toolUseId or None
 
 
+# what ``make_id("tool-result", SOURCE, tool_use_id)`` joins before the call's id
+_TOOL_RESULT_ID_PREFIX = f"tool-result\x1f{SOURCE}\x1f"
+
+
 def _content_id_prefix(session: str, anchor: str) -> str:
     """What ``make_id("content", SOURCE, session, anchor, ...)`` joins before the rest."""
     return f"content\x1f{SOURCE}\x1f{session}\x1f{anchor}\x1f"
@@ -652,24 +656,27 @@ class _Parser:
             texts.append(blocks)
             block_types.append("text")
         elif isinstance(blocks, list):
+            tools = self.st.tools
             for seq, b in enumerate(blocks):
-                block_types.append(b.type)
-                if b.type == "text":
+                btype = b.type
+                block_types.append(btype)
+                if btype == "text":
                     texts.append(_text_of(b.text))
-                elif b.type == "image":
+                elif btype == "image":
                     images += 1
-                elif b.type == "tool_result" and b.tool_use_id:
+                elif btype == "tool_result" and (tool_use_id := b.tool_use_id):
                     results += 1
                     size = _raw_len(b.content)
                     result_bytes += size
+                    tool_name = tools.get(tool_use_id)
                     self.out.append(
                         ToolResultEvent(
-                            id=make_id("tool-result", SOURCE, b.tool_use_id),
+                            id=id_of_joined(_TOOL_RESULT_ID_PREFIX + tool_use_id),
                             source=SOURCE,
                             session_id=session,
                             ts=ts,
-                            tool_use_id=b.tool_use_id,
-                            tool_name=self.st.tools.get(b.tool_use_id),
+                            tool_use_id=tool_use_id,
+                            tool_name=tool_name,
                             is_error=bool(b.is_error),
                             output_bytes=size,
                             is_sidechain=sidechain,
@@ -690,8 +697,8 @@ class _Parser:
                                 text=text,
                                 sha256=short_hash(text),
                                 chars=len(text),
-                                tool_use_id=b.tool_use_id,
-                                tool_name=self.st.tools.get(b.tool_use_id),
+                                tool_use_id=tool_use_id,
+                                tool_name=tool_name,
                             )
                         )
         if self.with_content and not line.isMeta:
