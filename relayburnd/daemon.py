@@ -370,8 +370,14 @@ class Daemon:
                 self._gc_sweep = self.scanner.last_sweep
                 self._forget_gone()
         self._last_read = now
-        busy = report.bytes_read or report.parsed or self.scanner.active(now)
-        self._interval = POLL_ACTIVE if busy else min(POLL_IDLE, self._interval * 2)
+        if report.bytes_read or report.parsed:
+            self._interval = POLL_ACTIVE
+        else:
+            # recently changed files keep the loop ticking; where inotify watches them,
+            # a write wakes the loop at once and the tick is only the safety poll
+            hot = self.scanner.tick_within(now)
+            self._interval = (min(POLL_IDLE, self._interval * 2) if hot is None
+                              else max(POLL_ACTIVE, hot))
         if self.pipeline.has_unflushed() and self._fill_started is None:
             self._fill_started = now
         self._account(report)

@@ -7,9 +7,10 @@ resolves every path), a ``stat`` of every file about 70 ms and of every
 directory about 15 ms. Hence the tiers:
 
 * every tick (250 ms while a file changed within ``HOT_WINDOW``, backing
-  off to 2 s): those "hot" files (at most ``MAX_HOT``, the most recent), and
-  files whose held records fall due (a Claude response still open after
-  ``idle_grace``);
+  off to 2 s): those "hot" files (at most ``MAX_HOT``, the most recent; where
+  inotify watches their directory, whose events already wake the daemon, only
+  every ``HOT_POLL_WATCHED``), and files whose held records fall due (a Claude
+  response still open after ``idle_grace``);
 * every ``COLD_POLL``: the directories inotify does not cover (a new file
   changes its directory's mtime) and every file in them;
 * every ``FULL_SWEEP``, and after an inotify queue overflow: every directory
@@ -55,6 +56,7 @@ FULL_DISCOVERY = 600.0
 DISCOVERY_GAP = 5.0
 MAX_OPEN = 256
 MAX_HOT = 64
+HOT_POLL_WATCHED = 1.0  # seconds between polls of hot files whose directory inotify watches
 POLL_SOURCE_EVERY = 5.0
 
 Sig = tuple[int, int, int]  # inode, size, mtime_ns
@@ -127,6 +129,7 @@ class Scanner:
         self._last_poll: dict[str, float] = {}
         # small indexes, so that an idle tick never walks every tracked file
         self._hot: set[str] = set()
+        self._hot_polled = float("-inf")
         self._revisits: set[str] = set()
         self._open: set[str] = set()
 
@@ -271,11 +274,17 @@ class Scanner:
             self._discover(due, now)
         check = self._recheck
         self._recheck = set()
+        # where inotify watches a hot file's directory, its events are the fast path and
+        # the poll only a safety net: once a second is enough there
+        watched_due = now - self._hot_polled >= HOT_POLL_WATCHED
+        if watched_due:
+            self._hot_polled = now
+        watching = self.hints.active
         for key in list(self._hot):
             hot = self.files.get(key)
             if hot is None or hot.hot_until <= now:
                 self._hot.discard(key)
-            else:
+            elif watched_due or not watching or hot.dir in tree.uncovered:
                 check.add(key)
         if cold:
             check.update(k for k, f in self.files.items() if f.dir in tree.uncovered)
@@ -490,6 +499,21 @@ class Scanner:
     def active(self, now: float) -> bool:
         """Whether a file changed recently (the loop then ticks fast)."""
         return any(self.files[k].hot_until > now for k in self._hot if k in self.files)
+
+    def tick_within(self, now: float) -> float | None:
+        """How soon the hot files want the next tick: every tick where inotify cannot
+        tell about them, ``HOT_POLL_WATCHED`` where it can; None when none is hot."""
+        watching = self.hints.active
+        uncovered = self.tree.uncovered
+        soonest: float | None = None
+        for key in self._hot:
+            t = self.files.get(key)
+            if t is None or t.hot_until <= now:
+                continue
+            if not watching or t.dir in uncovered:
+                return 0.0
+            soonest = HOT_POLL_WATCHED
+        return soonest
 
     def open_handles(self) -> int:
         return len(self._open)
