@@ -491,6 +491,13 @@ class Daemon:
         ping = self.notifier.next_ping_in(now)
         if ping is not None:
             timeout = min(timeout, ping)
+        if self.scanner is not None and self.phase is Phase.RUN:
+            # a response held back until its file goes quiet is read when that is due,
+            # not at the next slow tick (a read held up by a full batch retries no
+            # faster than an active tick)
+            due = self.scanner.revisit_within(time.time())
+            if due is not None:
+                timeout = min(timeout, max(POLL_ACTIVE, due))
         if self.wake.wait(timeout):
             self.wake.clear()
             pause = self._last_read + COALESCE - time.monotonic()

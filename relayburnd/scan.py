@@ -500,6 +500,12 @@ class Scanner:
         """Whether a file changed recently (the loop then ticks fast)."""
         return any(self.files[k].hot_until > now for k in self._hot if k in self.files)
 
+    def revisit_within(self, wall: float) -> float | None:
+        """Seconds until the first held record falls due (0 when one is overdue)."""
+        due = [t.revisit_at for k in self._revisits
+               if (t := self.files.get(k)) is not None and t.revisit_at is not None]
+        return max(0.0, min(due) - wall) if due else None
+
     def tick_within(self, now: float) -> float | None:
         """How soon the hot files want the next tick: every tick where inotify cannot
         tell about them, ``HOT_POLL_WATCHED`` where it can; None when none is hot."""

@@ -98,3 +98,27 @@ class TestHelpers:
         assert samples["relayburnd_bytes_read_total"] == 10
         assert samples['relayburnd_records_parsed_total{kind="turn"}'] == 2
         assert samples['relayburnd_lag_bytes{source="claude"}'] == 5
+
+
+def test_held_records_and_hot_files_set_the_next_tick(tmp_path: Path) -> None:
+    """The loop waits for the first held record to fall due; hot files that inotify
+    cannot see want every tick."""
+    from relayburnd.scan import Tracked
+
+    claude = tmp_path / "claude"
+    (claude / "projects" / "-p").mkdir(parents=True)
+    scanner = _scanner({"claude": (claude,)}, tmp_path)
+    assert scanner.revisit_within(1000.0) is None
+    assert scanner.tick_within(50.0) is None
+    for name, revisit in (("a", 1003.5), ("b", 1001.25), ("c", None)):
+        path = claude / "projects" / "-p" / f"{name}.jsonl"
+        scanner.files[str(path)] = Tracked("claude", path, claude / "projects", str(path),
+                                           str(path.parent), revisit_at=revisit)
+        scanner._revisits.add(str(path))
+    assert scanner.revisit_within(1000.0) == 1.25
+    assert scanner.revisit_within(1002.0) == 0.0  # overdue
+    hot = scanner.files[str(claude / "projects" / "-p" / "a.jsonl")]
+    hot.hot_until = 100.0
+    scanner._hot.add(hot.key)
+    assert scanner.tick_within(50.0) == 0.0  # polling mode: inotify tells nothing
+    assert scanner.tick_within(150.0) is None  # no longer hot
