@@ -31,6 +31,9 @@ _RANK_HASH = hashlib.blake2b(digest_size=8)
 _SHA256 = hashlib.sha256()
 
 
+ID_SEP = "\x1f"
+
+
 def make_id(*parts: object) -> str:
     """Content-addressed id from the identity fields of a record."""
     try:
@@ -40,12 +43,14 @@ def make_id(*parts: object) -> str:
     return id_of_joined(text)
 
 
-ID_SEP = "\x1f"
+def id_prefix(*parts: str) -> str:
+    """The leading ``parts`` as ``make_id`` joins them, for ``id_of_joined``."""
+    return ID_SEP.join(parts) + ID_SEP
 
 
 def id_of_joined(text: str) -> str:
-    """``make_id`` of parts already joined with ``ID_SEP``: records of one message share
-    a prefix, which is then joined once."""
+    """``make_id`` of parts already joined (``id_prefix`` + the rest): records of one
+    message share a prefix, which is then joined once."""
     h = _ID_HASH.copy()
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.hexdigest()

@@ -79,13 +79,17 @@ def _fast_prefilter(pattern: str | bytes) -> Callable[..., Any] | None:
     return search
 
 
+def _trigger_pattern() -> str:
+    """Any rule's literal trigger."""
+    return "|".join(re.escape(t) for r in RULES for t in r.triggers)
+
+
 @cache
 def _bytes_prefilter() -> Callable[..., Any] | None:
     """The RE2 trigger scan over UTF-8 bytes (None without RE2). Triggers are ASCII, and
     an ASCII byte never occurs inside a multi-byte UTF-8 sequence, so a trigger is in
     a text exactly when its bytes are in the text's encoding."""
-    pattern = "|".join(re.escape(t) for r in RULES for t in r.triggers)
-    return _fast_prefilter(pattern.encode())
+    return _fast_prefilter(_trigger_pattern().encode())
 
 
 @cache
@@ -94,7 +98,7 @@ def _compiled() -> tuple[
 ]:
     """The RE2 trigger scan (None without RE2), the stdlib trigger scan, and each rule's
     compiled pattern in ``RULES`` order; built on the first call."""
-    trigger_pattern = "|".join(re.escape(t) for r in RULES for t in r.triggers)
+    trigger_pattern = _trigger_pattern()
     patterns = tuple(re.compile(rule.pattern) for rule in RULES)
     return _fast_prefilter(trigger_pattern), re.compile(trigger_pattern), patterns
 

@@ -279,12 +279,11 @@ class Scanner:
         watched_due = now - self._hot_polled >= HOT_POLL_WATCHED
         if watched_due:
             self._hot_polled = now
-        watching = self.hints.active
         for key in list(self._hot):
             hot = self.files.get(key)
             if hot is None or hot.hot_until <= now:
                 self._hot.discard(key)
-            elif watched_due or not watching or hot.dir in tree.uncovered:
+            elif watched_due or not self._watched(hot):
                 check.add(key)
         if cold:
             check.update(k for k, f in self.files.items() if f.dir in tree.uncovered)
@@ -509,17 +508,19 @@ class Scanner:
     def tick_within(self, now: float) -> float | None:
         """How soon the hot files want the next tick: every tick where inotify cannot
         tell about them, ``HOT_POLL_WATCHED`` where it can; None when none is hot."""
-        watching = self.hints.active
-        uncovered = self.tree.uncovered
         soonest: float | None = None
         for key in self._hot:
             t = self.files.get(key)
             if t is None or t.hot_until <= now:
                 continue
-            if not watching or t.dir in uncovered:
+            if not self._watched(t):
                 return 0.0
             soonest = HOT_POLL_WATCHED
         return soonest
+
+    def _watched(self, t: Tracked) -> bool:
+        """Whether inotify tells about writes to ``t`` (its directory has a watch)."""
+        return self.hints.active and t.dir not in self.tree.uncovered
 
     def open_handles(self) -> int:
         return len(self._open)

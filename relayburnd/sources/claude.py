@@ -39,6 +39,7 @@ from ..records import (
     Turn,
     UserTurn,
     id_of_joined,
+    id_prefix,
     make_id,
     short_hash,
 )
@@ -247,13 +248,7 @@ def _meta_tool_use_id(transcript: Path) -> str | None:
     return meta.toolUseId or None
 
 
-# what ``make_id("tool-result", SOURCE, tool_use_id)`` joins before the call's id
-_TOOL_RESULT_ID_PREFIX = f"tool-result\x1f{SOURCE}\x1f"
-
-
-def _content_id_prefix(session: str, anchor: str) -> str:
-    """What ``make_id("content", SOURCE, session, anchor, ...)`` joins before the rest."""
-    return f"content\x1f{SOURCE}\x1f{session}\x1f{anchor}\x1f"
+_TOOL_RESULT_ID_PREFIX = id_prefix("tool-result", SOURCE)  # + the call's id
 
 
 def _loosened(line: _LooseLine) -> _Line:
@@ -599,7 +594,7 @@ class _Parser:
         if not self.with_content:
             return
         anchor = f"{line.uuid}|{msg.id}|{line.timestamp}"
-        id_prefix = _content_id_prefix(session, anchor)
+        content_ids = id_prefix("content", SOURCE, session, anchor)
         for seq, b in enumerate(blocks):
             if b.type == "text":
                 text, block_type = _text_of(b.text), "text"
@@ -612,7 +607,7 @@ class _Parser:
                 continue
             self.out.append(
                 ContentRecord(
-                    id=id_of_joined(id_prefix + str(seq)),
+                    id=id_of_joined(content_ids + str(seq)),
                     source=SOURCE,
                     session_id=session,
                     ts=ts,
@@ -652,6 +647,7 @@ class _Parser:
         result_bytes = 0
         images = 0
         anchor = f"{uuid}|{line.timestamp}"
+        content_ids = id_prefix("content", SOURCE, session, anchor) if self.with_content else ""
         if isinstance(blocks, str):
             texts.append(blocks)
             block_types.append("text")
@@ -686,7 +682,7 @@ class _Parser:
                         text = _result_text(b.content)
                         self.out.append(
                             ContentRecord(
-                                id=id_of_joined(_content_id_prefix(session, anchor) + str(seq)),
+                                id=id_of_joined(content_ids + str(seq)),
                                 source=SOURCE,
                                 session_id=session,
                                 ts=ts,
@@ -703,11 +699,11 @@ class _Parser:
                         )
         if self.with_content and not line.isMeta:
             block_type = "summary" if line.isCompactSummary else "text"
-            id_prefix = _content_id_prefix(session, anchor) + "text\x1f"
+            text_ids = content_ids + id_prefix("text")
             for seq, text in enumerate(texts):
                 self.out.append(
                     ContentRecord(
-                        id=id_of_joined(id_prefix + str(seq)),
+                        id=id_of_joined(text_ids + str(seq)),
                         source=SOURCE,
                         session_id=session,
                         ts=ts,

@@ -337,11 +337,7 @@ class FileAdapter:
             # key order: each index page is visited once per batch (ids are unique here,
             # and sorting them as strings is much faster than sorting the rows)
             index_rows.sort(key=itemgetter(0))
-            db.executemany(
-                "INSERT INTO idx VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "rank=excluded.rank",
-                index_rows,
-            )
+            db.executemany(_UPSERT_GREATER_RANK, index_rows)
             if ledger_st is not None:
                 self._commit_coverage(ledger_st.st_ino, ledger_st.st_size)
         db.execute("COMMIT")
