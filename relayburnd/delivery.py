@@ -173,9 +173,23 @@ class Deliverer:
         self, records: list[Record], deadline: float | None,
         lines: dict[tuple[str, str], bytes],
     ) -> WriteResult:
-        # tenacity (and the concurrent.futures it imports) is loaded by the first
-        # delivery, not at start-up: a pass with nothing to deliver never needs it.
+        part = Batch(records=list(records), lines=lines)
+        try:
+            # the common case needs no retry machinery: tenacity (and the asyncio and
+            # concurrent.futures it imports, ~25 ms) is loaded by the first failure
+            return self.sink.write(part)
+        except SinkUnavailable as exc:
+            first: SinkUnavailable | None = exc
         from tenacity import Retrying, retry_if_exception_type, stop_never
+
+        def attempt() -> WriteResult:
+            # tenacity's first attempt is the one that just failed: it is reported, not
+            # made again, so the waits and the retry log are as if tenacity made it
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return self.sink.write(part)
 
         retrying = Retrying(
             retry=retry_if_exception_type(SinkUnavailable),
@@ -185,8 +199,7 @@ class Deliverer:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        part = Batch(records=list(records), lines=lines)
-        out: WriteResult = retrying(self.sink.write, part)
+        out: WriteResult = retrying(attempt)
         return out
 
     def _deliver_part(

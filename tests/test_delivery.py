@@ -3,6 +3,9 @@ with full-jitter backoff, dead letters for rejected records, halving, deadlines.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -366,3 +369,27 @@ class TestMisconfigured:
         sink = FaultySink(store, misconfigured=True)
         assert deliverer(sink, dead_letters).deliver(Batch(), {}).inserted == 0
         assert sink.calls == []
+
+
+def test_a_delivery_that_succeeds_does_not_load_the_retry_machinery(tmp_path: Path) -> None:
+    """tenacity and the asyncio it imports cost a short ``ingest`` ~25 ms of start-up:
+    they are loaded by the first failed write, not by every delivery."""
+    script = (
+        "import sys\n"
+        "from relayburnd.config import load_settings\n"
+        "from relayburnd.delivery import DeadLetters, Deliverer\n"
+        "from relayburnd.records import Batch, Turn, make_id, seal\n"
+        "from relayburnd.storage.file import FileAdapter\n"
+        "store = FileAdapter(load_settings())\n"
+        "rec = Turn(id=make_id('req', 1), source='claude', session_id='s', ts=1, "
+        "output_tokens=1)\n"
+        "seal(rec)\n"
+        "d = Deliverer(store, DeadLetters(store.layout.deadletter))\n"
+        "assert d.deliver(Batch(records=[rec]), {}).inserted == 1\n"
+        "print('tenacity' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBURN_")}
+    env["RELAYBURN_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
