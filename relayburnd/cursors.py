@@ -101,7 +101,7 @@ class CursorStore:
             return False
         doc = {
             "version": STATE_VERSION,
-            "files": {k: c.to_json() for k, c in sorted(self.files.items())},
+            "files": dict(sorted(self.files.items())),  # encoded as ``Cursor.to_json``
             "polls": self.polls,
         }
         atomic_write_bytes(self.path, msgspec.json.encode(doc))

@@ -398,6 +398,25 @@ class TestCursorStore:
         assert loaded.poll_state("opencode") == {"mark": [1, "x"]}
         assert msgspec.json.decode(store.path.read_bytes())["version"] == 1
 
+    def test_fields_at_their_defaults_are_left_out_and_read_back(self, tmp_path: Path) -> None:
+        """An entry omits fields at their defaults (offset 0, no state, not pending, not
+        gone) and loads equal; set fields, ``gone_since`` included, are written."""
+        store = CursorStore(tmp_path / "cursors.json")
+        fresh = Cursor(source="claude", dev=1, ino=2, size=0, mtime_ns=3)
+        gone = self._cursor(7)
+        gone.gone_since = 1234.5
+        gone.pending = True
+        store.put("/fresh", fresh)
+        store.put("/gone", gone)
+        store.save()
+        files = msgspec.json.decode(store.path.read_bytes())["files"]
+        assert files["/fresh"] == {"source": "claude", "dev": 1, "ino": 2, "size": 0,
+                                   "mtime_ns": 3}
+        assert files["/gone"]["gone_since"] == 1234.5 and files["/gone"]["pending"] is True
+        assert list(files) == ["/fresh", "/gone"]  # sorted by path
+        loaded = CursorStore(tmp_path / "cursors.json").load()
+        assert loaded.get("/fresh") == fresh and loaded.get("/gone") == gone
+
     def test_vanished_file_is_dropped_after_the_ttl(self, tmp_path: Path) -> None:
         """A file that disappeared is remembered for GONE_TTL seconds, then dropped."""
         gone = str(tmp_path / "gone.jsonl")
