@@ -2,14 +2,20 @@
 
 Cursors advance in memory as the sink acknowledges batches; the file is
 written from them at most about once a second (a crash re-sends at most that
-second, which record ids absorb) and always at exit. A failed write (disk
-full, I/O error) leaves the previous file intact (``atomic_write_bytes``),
-is retried with a doubling gap up to ``BACKOFF_CAP``, and marks the state
-unhealthy until a write succeeds; shipping goes on meanwhile.
+second, which record ids absorb) and always at exit. The file lists every file
+ever read, with its parser state (a few KB for a long session), so on a host
+with thousands of sessions one write can take tens of milliseconds: the gap
+after a write is then stretched to ``1 / SAVE_SHARE`` times its duration, so
+checkpointing never takes more than about 1 % of the time (and never waits
+more than ``BACKOFF_CAP``). A failed write (disk full, I/O error) leaves the
+previous file intact (``atomic_write_bytes``), is retried with a doubling gap
+up to ``BACKOFF_CAP``, and marks the state unhealthy until a write succeeds;
+shipping goes on meanwhile.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from . import faults
@@ -20,6 +26,7 @@ from .metrics import Metrics
 log = get_logger("checkpoint")
 
 SAVE_EVERY = 1.0
+SAVE_SHARE = 0.01  # of the time, at most, spent writing the file
 BACKOFF_CAP = 30.0
 
 
@@ -33,6 +40,7 @@ class Checkpointer:
         self.ok = True
         self._last = 0.0
         self._gap = SAVE_EVERY
+        self.last_write_seconds = 0.0
 
     def maybe_save(self, now: float, *, force: bool = False) -> bool:
         """Write if cursors changed and the gap passed (or ``force``); ``now`` is monotonic.
@@ -40,6 +48,7 @@ class Checkpointer:
         if not self.cursors.dirty or (not force and now - self._last < self._gap):
             return False
         self._last = now
+        started = time.monotonic()
         try:
             faults.hit("before_checkpoint")
             self.cursors.save()
@@ -52,9 +61,15 @@ class Checkpointer:
                       error_type="os_error", stage="checkpoint")
             return False
         self.metrics.inc("checkpoint_writes_total")
-        self._gap = SAVE_EVERY
+        self.last_write_seconds = time.monotonic() - started
+        self._gap = min(BACKOFF_CAP, max(SAVE_EVERY, self.last_write_seconds / SAVE_SHARE))
         self.ok = True
         return True
+
+    @property
+    def next_save_at(self) -> float:
+        """The monotonic time from which a change is written again (without ``force``)."""
+        return self._last + self._gap
 
 
 __all__ = ["Checkpointer"]
