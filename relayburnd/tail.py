@@ -31,6 +31,14 @@ TAIL_BYTES = 64
 CHUNK_BYTES = 8 * 1024 * 1024
 
 
+_EMPTY_STATE = msgspec.Raw(b"{}")
+
+
+def encode_state(state: dict[str, Any]) -> msgspec.Raw:
+    """A parser state as a cursor holds it: JSON bytes (see ``Cursor``)."""
+    return msgspec.Raw(msgspec.json.encode(state)) if state else _EMPTY_STATE
+
+
 class Cursor(msgspec.Struct, omit_defaults=True):
     """Where a file stands: its identity and the acknowledged offset + parser state.
 
@@ -38,6 +46,11 @@ class Cursor(msgspec.Struct, omit_defaults=True):
     about once a second while agents work, so its entries are encoded by msgspec
     straight from the struct (a fifth of the CPU of building dicts first), and a
     field at its default is left out; ``from_json`` reads it back as that default.
+
+    ``state`` is held as the JSON it is saved as, and decoded only when its file
+    is read again (``parser_state``): a long session's state (the names of its
+    recent tool calls, its open response) takes a few KB as JSON and three times
+    that as Python objects, and the daemon holds the cursor of every file ever read.
     """
 
     source: str
@@ -49,13 +62,18 @@ class Cursor(msgspec.Struct, omit_defaults=True):
     head_len: int = 0
     head_sha: str = ""
     tail_sha: str = ""
-    state: dict[str, Any] = msgspec.field(default_factory=dict)
+    state: msgspec.Raw = _EMPTY_STATE
     pending: bool = False  # parser holds records not yet emitted (e.g. a streaming response)
     gone_since: float | None = None
 
+    def parser_state(self) -> dict[str, Any]:
+        """A fresh copy of the parser state, for the next parse of the file."""
+        out: dict[str, Any] = msgspec.json.decode(self.state)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """The entry as ``cursors.json`` holds it."""
-        out: dict[str, Any] = msgspec.to_builtins(self)
+        out: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self))
         return out
 
     @classmethod
@@ -70,7 +88,7 @@ class Cursor(msgspec.Struct, omit_defaults=True):
             head_len=int(obj.get("head_len", 0)),
             head_sha=str(obj.get("head_sha", "")),
             tail_sha=str(obj.get("tail_sha", "")),
-            state=dict(obj.get("state") or {}),
+            state=encode_state(dict(obj.get("state") or {})),
             pending=bool(obj.get("pending", False)),
             gone_since=obj.get("gone_since"),
         )
@@ -116,7 +134,7 @@ def resume_point(fh: BinaryIO, st: os.stat_result, cursor: Cursor | None) -> Res
         if _sha(_pread(fh, start, cursor.offset - start)) != cursor.tail_sha:
             return Resume(0, {}, "truncated")
     reason = "device-changed" if st.st_dev != cursor.dev else "resume"
-    return Resume(cursor.offset, dict(cursor.state), reason)
+    return Resume(cursor.offset, cursor.parser_state(), reason)
 
 
 def make_cursor(
@@ -137,7 +155,7 @@ def make_cursor(
         head_len=len(head),
         head_sha=_sha(head),
         tail_sha=_sha(tail),
-        state=state,
+        state=encode_state(state),
     )
 
 

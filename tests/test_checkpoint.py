@@ -8,14 +8,14 @@ from pathlib import Path
 from relayburnd.checkpoint import BACKOFF_CAP, SAVE_EVERY, SAVE_SHARE, Checkpointer
 from relayburnd.cursors import CursorStore
 from relayburnd.metrics import Metrics
-from relayburnd.tail import Cursor
+from relayburnd.tail import Cursor, encode_state
 
 
 def cursor(i: int, tools: int = 0) -> Cursor:
     """A cursor with a parser state the size a long Claude session leaves behind."""
     state = {"tools": {f"toolu_{i:08d}_{k:04d}": "Bash" for k in range(tools)}}
     return Cursor(source="claude", dev=1, ino=i, size=100 + i, mtime_ns=i, offset=100 + i,
-                  head_len=1024, head_sha="a" * 64, tail_sha="b" * 64, state=state)
+                  head_len=1024, head_sha="a" * 64, tail_sha="b" * 64, state=encode_state(state))
 
 
 def store_with(path: Path, files: int, tools: int) -> CursorStore:

@@ -26,7 +26,14 @@ from hypothesis.stateful import (
 
 from relayburnd import tail
 from relayburnd.cursors import GONE_TTL, CursorStore
-from relayburnd.tail import Cursor, Resume, iter_chunks, make_cursor, resume_point
+from relayburnd.tail import (
+    Cursor,
+    Resume,
+    encode_state,
+    iter_chunks,
+    make_cursor,
+    resume_point,
+)
 
 SHM = Path("/dev/shm")
 
@@ -128,7 +135,7 @@ class TestResumePoint:
         path.write_bytes(b"one\ntwo\n")
         first = read_file(path, None)
         assert first.cursor is not None
-        first.cursor.state = {"open": ["msg_1"]}
+        first.cursor.state = encode_state({"open": ["msg_1"]})
         append(path, b"three\n")
         second = read_file(path, first.cursor)
         assert second.resume == Resume(8, {"open": ["msg_1"]}, "resume")
@@ -142,7 +149,7 @@ class TestResumePoint:
             cur = make_cursor("test", fh, os.fstat(fh.fileno()), 2, {"k": 1})
             res = resume_point(fh, os.fstat(fh.fileno()), cur)
         res.state["k"] = 2
-        assert cur.state == {"k": 1}
+        assert cur.parser_state() == {"k": 1}
 
     def test_new_inode_at_the_path_is_replaced(self, tmp_path: Path) -> None:
         """A file renamed over the path (another inode) is read from 0 (F16)."""
@@ -273,7 +280,7 @@ class TestResumePoint:
         path.write_bytes(b"one\ntwo\n")
         cur = read_file(path, None).cursor
         assert cur is not None
-        cur.state = {"pending": {"msg": 3}}
+        cur.state = encode_state({"pending": {"msg": 3}})
         cur.pending = True
         store = CursorStore(tmp_path / "cursors.json")
         store.put(str(path), cur)
@@ -416,6 +423,24 @@ class TestCursorStore:
         assert list(files) == ["/fresh", "/gone"]  # sorted by path
         loaded = CursorStore(tmp_path / "cursors.json").load()
         assert loaded.get("/fresh") == fresh and loaded.get("/gone") == gone
+
+    def test_parser_states_are_held_as_json_until_their_file_is_read(
+        self, tmp_path: Path
+    ) -> None:
+        """The daemon keeps the cursor of every file ever read: their states stay the
+        bytes they were loaded as (a third of their size as objects), and each read
+        decodes a fresh copy."""
+        state = {"tools": {f"toolu_{i}": "Bash" for i in range(50)}, "agents": ["a|"]}
+        store = CursorStore(tmp_path / "cursors.json")
+        store.put("/a", Cursor(source="claude", dev=1, ino=2, size=9, mtime_ns=3, offset=9,
+                               state=encode_state(state)))
+        store.save()
+        loaded = CursorStore(tmp_path / "cursors.json").load().get("/a")
+        assert loaded is not None and isinstance(loaded.state, msgspec.Raw)
+        assert bytes(loaded.state) == msgspec.json.encode(state)
+        first = loaded.parser_state()
+        first["tools"].clear()
+        assert loaded.parser_state() == state
 
     def test_vanished_file_is_dropped_after_the_ttl(self, tmp_path: Path) -> None:
         """A file that disappeared is remembered for GONE_TTL seconds, then dropped."""
@@ -795,7 +820,7 @@ def _trusting(fh: Any, st_: os.stat_result, cursor: Cursor | None) -> Resume:
     """A reader that resumes any cursor the file is long enough for."""
     if cursor is None or st_.st_size < cursor.offset:
         return Resume(0, {}, "new")
-    return Resume(cursor.offset, dict(cursor.state), "resume")
+    return Resume(cursor.offset, cursor.parser_state(), "resume")
 
 
 def _without_tail_hash(fh: Any, st_: os.stat_result, cursor: Cursor | None) -> Resume:
@@ -807,7 +832,7 @@ def _without_tail_hash(fh: Any, st_: os.stat_result, cursor: Cursor | None) -> R
         return Resume(0, {}, "replaced")
     if st_.st_size < cursor.offset:
         return Resume(0, {}, "truncated")
-    return Resume(cursor.offset, dict(cursor.state), "resume")
+    return Resume(cursor.offset, cursor.parser_state(), "resume")
 
 
 class TestTailModel:
