@@ -45,9 +45,32 @@ def line(uid: str, session: str, n: int) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
-def make_tree(root: Path, files: int, per_project: int = 50) -> list[Path]:
-    """``files`` sessions of a few lines, ``per_project`` per project; every tenth session
-    also has a ``subagents/`` directory, as Claude Code writes them."""
+def tool_lines(session: str, i: int, calls: int) -> bytes:
+    """``calls`` responses of one tool call each, then their results: what a working
+    session leaves in the parser state a cursor holds (the calls' names, the open
+    response)."""
+    rows = []
+    for k in range(calls):
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1767607300 + k)) + ".000Z"
+        call = f"toolu_{i:08d}{k:04d}ABCDEFGHIJKLMN"
+        rows.append({"type": "assistant", "uuid": f"a-{i}-{k}", "timestamp": ts,
+                     "sessionId": session, "cwd": "/work", "requestId": f"req_{i}_{k}",
+                     "message": {"id": f"msg_{i}_{k}", "model": "claude-sonnet-4-5",
+                                 "role": "assistant", "stop_reason": "tool_use",
+                                 "content": [{"type": "tool_use", "id": call, "name": "Bash",
+                                              "input": {"command": f"ls /work/{k}"}}],
+                                 "usage": {"input_tokens": 10, "output_tokens": 20}}})
+        rows.append({"type": "user", "uuid": f"u-{i}-{k}", "timestamp": ts,
+                     "sessionId": session, "cwd": "/work",
+                     "message": {"role": "user", "content": [
+                         {"type": "tool_result", "tool_use_id": call, "content": "ok"}]}})
+    return b"".join((json.dumps(r, separators=(",", ":")) + "\n").encode() for r in rows)
+
+
+def make_tree(root: Path, files: int, per_project: int = 50, calls: int = 0) -> list[Path]:
+    """``files`` sessions of a few lines (and ``calls`` tool calls), ``per_project`` per
+    project; every tenth session also has a ``subagents/`` directory, as Claude Code
+    writes them."""
     out = []
     projects = root / "projects"
     for i in range(files):
@@ -55,7 +78,8 @@ def make_tree(root: Path, files: int, per_project: int = 50) -> list[Path]:
         proj.mkdir(parents=True, exist_ok=True)
         session = f"{i:08d}-0000-4000-8000-000000000000"
         path = proj / f"{session}.jsonl"
-        path.write_bytes(b"".join(line(f"init-{i}-{k}", session, k) for k in range(3)))
+        path.write_bytes(b"".join(line(f"init-{i}-{k}", session, k) for k in range(3))
+                         + tool_lines(session, i, calls))
         if i >= 20:  # a real tree: a few sessions of today, the rest over the past month
             past = time.time() - 3600 - (i % 30) * 86400
             os.utime(path, (past, past))
@@ -96,8 +120,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def follow_ledger(path: Path, seen: dict[str, float], stop: threading.Event) -> None:
-    pos, carry = 0, b""
+def follow_ledger(path: Path, seen: dict[str, float], stop: threading.Event, start: int) -> None:
+    # from where the ledger ends when appending starts: reading the backlog's records
+    # first would time this thread, not the daemon
+    pos, carry = start, b""
     while not stop.is_set():
         try:
             with path.open("rb") as fh:
@@ -123,6 +149,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=30.0, help="seconds per idle window")
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--appends", type=int, default=200)
+    ap.add_argument("--tool-calls", type=int, default=0,
+                    help="tool calls per session, for parser states of working sessions")
     ap.add_argument("--keep", action="store_true", help="keep the temporary tree")
     args = ap.parse_args()
 
@@ -130,7 +158,7 @@ def main() -> int:
     claude, home, empty = tmp / "claude", tmp / "home", tmp / "empty"
     empty.mkdir()
     t0 = time.monotonic()
-    files = make_tree(claude, args.files)
+    files = make_tree(claude, args.files, calls=args.tool_calls)
     print(f"tree: {len(files)} session files in {time.monotonic() - t0:.1f}s")
     port = free_port()
     env = dict(os.environ, RELAYBURN_HOME=str(home), CLAUDE_CONFIG_DIR=str(claude),
@@ -175,8 +203,9 @@ def main() -> int:
 
         seen: dict[str, float] = {}
         stop = threading.Event()
-        follower = threading.Thread(target=follow_ledger, args=(home / "ledger.jsonl", seen, stop),
-                                    daemon=True)
+        ledger = home / "ledger.jsonl"
+        follower = threading.Thread(
+            target=follow_ledger, args=(ledger, seen, stop, ledger.stat().st_size), daemon=True)
         follower.start()
         rng = random.Random(1)
         written: dict[str, float] = {}

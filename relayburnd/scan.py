@@ -529,9 +529,16 @@ class Scanner:
         """Per file, bytes on disk (as last seen) past the acknowledged cursor."""
         out: dict[str, int] = {}
         for key, t in list(self.files.items()):  # also called from the metrics thread
-            if t.sig is None:
-                continue
-            ino, size, _ = t.sig
+            sig = t.sig
+            if sig is None:
+                # tracked but not looked at yet (the first scan after start is still
+                # discovering): its bytes are behind all the same, so a fresh daemon
+                # never reports a backlog of zero
+                try:
+                    sig = _sig(os.stat(key))
+                except OSError:
+                    continue
+            ino, size, _ = sig
             cur = committed(key)
             valid = cur is not None and cur.ino == ino and cur.offset <= size
             offset = cur.offset if cur is not None and valid else 0

@@ -122,3 +122,26 @@ def test_held_records_and_hot_files_set_the_next_tick(tmp_path: Path) -> None:
     scanner._hot.add(hot.key)
     assert scanner.tick_within(50.0) == 0.0  # polling mode: inotify tells nothing
     assert scanner.tick_within(150.0) is None  # no longer hot
+
+
+def test_files_not_looked_at_yet_count_as_behind(tmp_path: Path) -> None:
+    """Right after start the scanner tracks files it has not stat'ed yet: their bytes
+    are reported behind (a fresh daemon with a backlog never reports a lag of 0), and
+    a file read through is not."""
+    from relayburnd.tail import Cursor
+
+    claude = tmp_path / "claude"
+    (claude / "projects" / "-p").mkdir(parents=True)
+    a, b = (claude / "projects" / "-p" / f"{n}.jsonl" for n in "ab")
+    a.write_bytes(LINE * 3)
+    b.write_bytes(LINE)
+    cursors = CursorStore(tmp_path / "cursors.json")
+    st = b.stat()
+    cursors.put(str(b), Cursor(source="claude", dev=st.st_dev, ino=st.st_ino, size=st.st_size,
+                               mtime_ns=st.st_mtime_ns, offset=st.st_size))
+    scanner = Scanner({"claude": load_source("claude")}, {"claude": (claude,)},
+                      {"claude": "tail"}, Hints("poll", threading.Event()), cursors.get,
+                      idle_grace=5.0)
+    scanner._discover(["claude"], time.monotonic())
+    assert all(t.sig is None for t in scanner.files.values())
+    assert scanner.per_source(cursors.get) == {"claude": (2, 3 * len(LINE))}
