@@ -18,6 +18,12 @@ sleep between attempts is this module's, so that it can be cut short:
 ``SinkMisconfigured`` (credentials, settings) is retried every
 ``MISCONFIGURED_RETRY`` seconds, and once more as soon as a drain begins,
 with the cursors held; the sink is reported unhealthy until a write succeeds.
+
+After a burst (``RELEASE_AFTER`` records, a backlog) followed by ``RELEASE_QUIET``
+seconds without a unit, this thread lets the sink drop what it kept to write
+the burst quickly (the file store's in-memory index copy and page cache) and
+hands free memory back to the system: otherwise the daemon would keep the
+backlog's high-water mark for as long as it runs.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 from .delivery import Deliverer
 from .errors import SinkMisconfigured, SinkUnavailable
 from .logging import get_logger
+from .memory import release_free_memory
 from .pipeline import Unit
 from .records import WriteResult
 
@@ -37,6 +44,8 @@ log = get_logger("shipper")
 MISCONFIGURED_RETRY = 60.0
 DRAINING_RETRY = 1.0
 _SLICE = 0.1
+RELEASE_AFTER = 20_000  # records delivered since the last release
+RELEASE_QUIET = 5.0  # seconds without a unit after them
 
 
 class Aborted(Exception):
@@ -129,20 +138,41 @@ class Shipper:
     # ------------------------------------------------------------ thread side
 
     def _run(self) -> None:
+        burst = 0  # records delivered since memory was last released
         while True:
             with self._cv:
-                while self._unit is None and not self._closing:
+                quiet = False
+                if burst >= RELEASE_AFTER and self._unit is None and not self._closing:
+                    self._cv.wait(RELEASE_QUIET)
+                    quiet = self._unit is None and not self._closing
+                while not quiet and self._unit is None and not self._closing:
                     self._cv.wait()
-                if self._unit is None:
+                if not quiet and self._unit is None:
                     return
                 unit = self._unit
+            if quiet:
+                if self._release(burst):
+                    burst = 0
+                continue
+            assert unit is not None
             started = time.monotonic()
             outcome = self._deliver(unit)
             outcome.seconds = time.monotonic() - started
+            if outcome.delivered:
+                burst += len(unit.batch)
             with self._cv:
                 self._unit = None
                 self._done.append(outcome)
             self._wake.set()
+
+    def _release(self, burst: int) -> bool:
+        """The sink's caches after a burst, then free memory (module docstring)."""
+        release = getattr(self.deliverer.sink, "release_memory", None)
+        released = release() is not False if release is not None else True
+        trimmed = release_free_memory()
+        log.info("memory.released", records=burst, sink=released, trimmed=trimmed,
+                 stage="idle")
+        return released
 
     def _deliver(self, unit: Unit) -> Outcome:
         while True:

@@ -455,6 +455,28 @@ class TestBackfillIndex:
         other.close()
         assert set(index_rows(other)[0]) == {turn(n).id for n in (1, 2, 3)}
 
+    def test_release_after_a_backfill_moves_it_to_the_index(self, store: FileAdapter) -> None:
+        """A daemon gone quiet after a backlog drops the in-memory copy: the deferred
+        rows go into the index first, and later writes are classified from it."""
+        store.write(batch(turn(1), turn(2), content(1, text="hello")))
+        assert index_rows(store) == ({}, 0)
+        assert store.release_memory() is True
+        rows, covered = index_rows(store)
+        assert set(rows) == {turn(1).id, turn(2).id}
+        assert covered == store.layout.ledger.stat().st_size
+        result = store.write(batch(turn(2), turn(3), turn(1, output=700), content(1, text="hello")))
+        assert result.as_dict()["turn"] == {"inserted": 1, "updated": 1, "unchanged": 1}
+        assert result.as_dict()["content"] == {"inserted": 0, "updated": 0, "unchanged": 1}
+        assert ledger_ids(store) == Counter({turn(1).id: 2, turn(2).id: 1, turn(3).id: 1})
+
+    def test_release_leaves_a_busy_store_alone(self, store: FileAdapter) -> None:
+        from relayburnd.home import file_lock
+
+        store.write(batch(turn(1)))
+        with file_lock(store.layout.store_lock):
+            assert store.release_memory() is False
+        assert store.write(batch(turn(1))).as_dict()["turn"]["unchanged"] == 1
+
     def test_another_writer_in_between_indexes_the_backfill_from_the_ledger(
         self, store: FileAdapter
     ) -> None:

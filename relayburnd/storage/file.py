@@ -611,6 +611,28 @@ class FileAdapter:
         if not os.access(root, os.W_OK):
             raise SinkUnavailable(f"file store {root} is not writable")
 
+    def release_memory(self) -> bool:
+        """After a burst of writes (a backlog): index the deferred rows, then drop the
+        in-memory index copy, the sidecar id caches and SQLite's page cache.
+
+        A first backfill keeps up to ``_MIRROR_MAX`` ids in memory to answer "is it
+        new?" quickly; a daemon that goes quiet afterwards would hold them, and the
+        pages it read, for as long as it runs. Later writes ask the index instead.
+        """
+        try:
+            with file_lock(self.layout.store_lock, timeout=0.0):
+                self._recover()
+                self._flush_unindexed()
+                self._mirror = None
+                self._sidecars.clear()
+                if self._db is not None:
+                    self._db.execute("PRAGMA shrink_memory")
+        except (TimeoutError, OSError, sqlite3.Error) as exc:
+            # another writer holds the store; the next quiet spell tries again
+            log.info("store.release_skipped", reason=str(exc), stage="idle")
+            return False
+        return True
+
     def close(self) -> None:
         if self._unindexed:
             # Never wait for the lock here (a shutdown may have seconds left): whoever
