@@ -90,7 +90,7 @@ class Cursor(msgspec.Struct, omit_defaults=True):
             tail_sha=str(obj.get("tail_sha", "")),
             state=encode_state(dict(obj.get("state") or {})),
             pending=bool(obj.get("pending", False)),
-            gone_since=obj.get("gone_since"),
+            gone_since=None if obj.get("gone_since") is None else float(obj["gone_since"]),
         )
 
     def unchanged(self, st: os.stat_result) -> bool:

@@ -25,7 +25,7 @@ from relayburnd.home import (
     file_lock,
     load_state,
 )
-from relayburnd.tail import Cursor
+from relayburnd.tail import Cursor, encode_state
 
 
 def state_doc(offset: int, *, files: int = 40) -> bytes:
@@ -226,6 +226,33 @@ class TestQuarantine:
         store = CursorStore(path).load()
         assert list(store.files) == ["/a"]
         assert store.quarantined == []
+
+    @pytest.mark.parametrize("odd", [
+        {"state": 5}, {"state": []}, {"ino": "2"}, {"gone_since": "soon"},
+    ], ids=["state-number", "state-list", "ino-string", "gone-since-string"])
+    def test_an_unusual_entry_takes_the_lenient_path(self, tmp_path: Path,
+                                                    odd: dict[str, object]) -> None:
+        """A well-formed file loads in one typed decode; an entry that decode refuses (or
+        a state that is not an object) sends the file through the lenient reading, which
+        keeps what it can convert and drops the rest, as it always did."""
+        path = tmp_path / "cursors.json"
+        good = Cursor(source="claude", dev=1, ino=2, size=3, mtime_ns=4, offset=3,
+                      state=encode_state({"tools": {"t1": "Bash"}})).to_json()
+        path.write_bytes(msgspec.json.encode({"version": 1, "files": {"/a": good}}))
+        assert CursorStore(path).load().files["/a"].parser_state() == {"tools": {"t1": "Bash"}}
+        path.write_bytes(msgspec.json.encode(
+            {"version": 1, "files": {"/a": good, "/b": {**good, **odd}}, "polls": {"o": {}}}))
+        store = CursorStore(path).load()
+        assert store.files["/a"].parser_state() == {"tools": {"t1": "Bash"}}
+        assert store.polls == {"o": {}} and store.quarantined == []
+        if "ino" in odd:
+            assert store.files["/b"].ino == 2  # converted, as before
+        elif odd.get("state") == []:
+            assert store.files["/b"].parser_state() == {}  # empty, as before
+        else:
+            assert "/b" not in store.files
+        for cur in store.files.values():
+            assert isinstance(cur.parser_state(), dict)
 
     def test_quarantine_never_overwrites_an_earlier_copy(self, tmp_path: Path) -> None:
         """When ``<name>.corrupt-<time>`` already exists (two quarantines in one second),
