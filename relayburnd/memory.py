@@ -13,21 +13,17 @@ import ctypes
 import ctypes.util
 import gc
 from collections.abc import Callable
-
-_trim: Callable[[int], int] | None = None
-_looked_up = False
+from functools import cache
 
 
+@cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    global _trim, _looked_up
-    if not _looked_up:
-        _looked_up = True
-        name = ctypes.util.find_library("c")
-        try:
-            _trim = ctypes.CDLL(name).malloc_trim if name else None
-        except (OSError, AttributeError):
-            _trim = None
-    return _trim
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):  # no C library found, or no malloc_trim
+        return None
+    return trim
 
 
 def release_free_memory() -> bool:

@@ -495,10 +495,6 @@ class Scanner:
         since_write = time.time() - newest / 1e9
         return max(0.0, min(since_write, now - self.last_activity))
 
-    def active(self, now: float) -> bool:
-        """Whether a file changed recently (the loop then ticks fast)."""
-        return any(self.files[k].hot_until > now for k in self._hot if k in self.files)
-
     def revisit_within(self, wall: float) -> float | None:
         """Seconds until the first held record falls due (0 when one is overdue)."""
         due = [t.revisit_at for k in self._revisits

@@ -141,20 +141,18 @@ class Shipper:
         burst = 0  # records delivered since memory was last released
         while True:
             with self._cv:
-                quiet = False
-                if burst >= RELEASE_AFTER and self._unit is None and not self._closing:
-                    self._cv.wait(RELEASE_QUIET)
-                    quiet = self._unit is None and not self._closing
-                while not quiet and self._unit is None and not self._closing:
-                    self._cv.wait()
-                if not quiet and self._unit is None:
-                    return
+                if burst >= RELEASE_AFTER:
+                    self._cv.wait_for(self._woken, RELEASE_QUIET)
+                quiet = burst >= RELEASE_AFTER and not self._woken()
+                if not quiet:
+                    self._cv.wait_for(self._woken)
                 unit = self._unit
             if quiet:
                 if self._release(burst):
                     burst = 0
                 continue
-            assert unit is not None
+            if unit is None:  # closing
+                return
             started = time.monotonic()
             outcome = self._deliver(unit)
             outcome.seconds = time.monotonic() - started
@@ -164,6 +162,10 @@ class Shipper:
                 self._unit = None
                 self._done.append(outcome)
             self._wake.set()
+
+    def _woken(self) -> bool:
+        """A unit to deliver, or closing (call with ``_cv`` held)."""
+        return self._unit is not None or self._closing
 
     def _release(self, burst: int) -> bool:
         """The sink's caches after a burst, then free memory (module docstring)."""

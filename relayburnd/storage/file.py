@@ -37,7 +37,7 @@ import contextlib
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -618,32 +618,40 @@ class FileAdapter:
         A first backfill keeps up to ``_MIRROR_MAX`` ids in memory to answer "is it
         new?" quickly; a daemon that goes quiet afterwards would hold them, and the
         pages it read, for as long as it runs. Later writes ask the index instead.
+        False when another writer held the store (the next quiet spell tries again).
         """
+
+        def release() -> None:
+            self._flush_unindexed()
+            self._mirror = None
+            self._sidecars.clear()
+            if self._db is not None:
+                self._db.execute("PRAGMA shrink_memory")
+
+        reason = self._if_lock_free(release)
+        if reason is not None:
+            log.info("store.release_skipped", reason=reason, stage="idle")
+        return reason is None
+
+    def _if_lock_free(self, work: Callable[[], None]) -> str | None:
+        """``work`` after ``_recover``, under the store lock if it is free right now; why
+        not, otherwise. Whoever holds the lock is a writer, and every writer indexes the
+        ledger's tail itself."""
         try:
             with file_lock(self.layout.store_lock, timeout=0.0):
                 self._recover()
-                self._flush_unindexed()
-                self._mirror = None
-                self._sidecars.clear()
-                if self._db is not None:
-                    self._db.execute("PRAGMA shrink_memory")
+                work()
         except (TimeoutError, OSError, sqlite3.Error) as exc:
-            # another writer holds the store; the next quiet spell tries again
-            log.info("store.release_skipped", reason=str(exc), stage="idle")
-            return False
-        return True
+            return str(exc)
+        return None
 
     def close(self) -> None:
         if self._unindexed:
-            # Never wait for the lock here (a shutdown may have seconds left): whoever
-            # holds it is a writer, and every writer indexes the ledger's tail itself.
-            try:
-                with file_lock(self.layout.store_lock, timeout=0.0):
-                    self._recover()
-                    self._flush_unindexed()
-            except (TimeoutError, OSError, sqlite3.Error) as exc:
+            # never wait for the lock here: a shutdown may have seconds left
+            reason = self._if_lock_free(self._flush_unindexed)
+            if reason is not None:
                 log.warning("store.index_deferred", rows=len(self._unindexed),
-                            reason=str(exc), stage="close",
+                            reason=reason, stage="close",
                             hint="nothing is lost: the next write indexes them")
             self._unindexed.clear()
         if self._archive is not None:
