@@ -35,6 +35,9 @@ sys.path.insert(0, str(HERE))
 
 TARGET_COLD_MBS = 150.0
 TARGET_WARM_S = 0.300
+# where the target was set, the reference tracker's native binary read the same kind
+# of tree at about 470 MB/s (all CPUs), so the target is this share of its rate
+CCUSAGE_MBS_WHERE_SET = 470.0
 
 
 def _one_cpu() -> None:
@@ -130,6 +133,42 @@ def reference_rates(files: list[Path], names: str = "msgspec,json") -> dict[str,
     return {name: float(v) for name, v in (ln.split() for ln in proc.stdout.splitlines())}
 
 
+def find_ccusage(given: Path | None) -> Path | None:
+    """The reference tracker's native binary: ``--ccusage``, ``$RELAYBURN_CCUSAGE`` or
+    the copy ``.ci/install-reference.sh`` installs; None when there is none.
+
+    npm's ``ccusage`` is a Node.js script that starts a platform binary; the
+    binary itself is timed, so Node's start-up is not charged to it.
+    """
+    env = os.environ.get("RELAYBURN_CCUSAGE")
+    path = given or (Path(env) if env else
+                     HERE.parent / ".ci" / "node" / "node_modules" / ".bin" / "ccusage")
+    if not path.exists():
+        return None
+    modules = next((p for p in path.resolve().parents if p.name == "node_modules"), None)
+    arch = {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().machine, "")
+    native = (modules / "@ccusage" / f"ccusage-{sys.platform}-{arch}" / "bin" / "ccusage"
+              if modules else None)
+    return native if native is not None and native.exists() else path
+
+
+def ccusage_rate(binary: Path, claude: Path, size: int, *, one_cpu: bool) -> float:
+    """MB per wall second of ``ccusage claude daily`` over the corpus (offline, UTC)."""
+    with tempfile.TemporaryDirectory(prefix="relayburn-bench-ccusage-") as home:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TZ": "UTC",
+               "LOG_LEVEL": "0", "CLAUDE_CONFIG_DIR": str(claude)}
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [str(binary), "claude", "daily", "--json", "--offline", "--timezone", "UTC"],
+            env=env, capture_output=True, text=True, check=False,
+            preexec_fn=_one_cpu if one_cpu else None,
+        )
+        wall = time.perf_counter() - start
+    if proc.returncode != 0 or not json.loads(proc.stdout or "{}").get("daily"):
+        raise SystemExit(f"{binary} claude daily failed:\n{proc.stderr[-2000:]}")
+    return size / 1e6 / wall
+
+
 def records_of(line: str) -> int:
     # "N of M files read (B bytes); records: X new, Y updated, Z unchanged; ..."
     part = line.split("records:", 1)[1]
@@ -143,6 +182,9 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, help="reuse a corpus generated earlier")
     ap.add_argument("--modes", default="full,off", help="content modes to measure")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--ccusage", type=Path,
+                    help="the reference tracker, timed on the same files (default: "
+                         "$RELAYBURN_CCUSAGE or .ci/install-reference.sh's copy)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="relayburn-bench-"))
@@ -172,20 +214,36 @@ def main() -> int:
     ref = reference_rates(files)
     print(f"machine reference, same files: typed msgspec decode {ref['msgspec']:.0f} MB/s, "
           f"stdlib json {ref['json']:.0f} MB/s (where the target was set: about 560 and 160)")
+    ccusage = find_ccusage(args.ccusage)
+    if ccusage is None:
+        print("reference tracker: not found (run .ci/install-reference.sh or pass --ccusage)")
+    else:
+        every = statistics.median(ccusage_rate(ccusage, claude, size, one_cpu=False)
+                                  for _ in range(max(3, args.runs)))
+        one = statistics.median(ccusage_rate(ccusage, claude, size, one_cpu=True)
+                                for _ in range(max(3, args.runs)))
+        print(f"reference tracker ({ccusage.name} claude daily, native), same files: "
+              f"{every:.0f} MB/s on all {os.cpu_count()} CPUs, {one:.0f} MB/s on one "
+              f"(where the target was set: about {CCUSAGE_MBS_WHERE_SET:.0f})")
 
     for mode in args.modes.split(","):
         colds: list[float] = []
         cpus: list[float] = []
         rss: list[int] = []
         shares: list[float] = []  # MB per CPU second over msgspec's rate just before
+        vs_tracker: list[float] = []  # MB/s over the tracker's (all CPUs) just before
         recs = 0
         home = work / f"home-{mode}"
         for _ in range(args.runs):
             shutil.rmtree(home, ignore_errors=True)
             env = {**base_env, "RELAYBURN_HOME": str(home), "RELAYBURN_CONTENT_STORE": mode}
             machine = reference_rates(files, "msgspec")["msgspec"]
+            tracker = (ccusage_rate(ccusage, claude, size, one_cpu=False)
+                       if ccusage is not None else None)
             wall, cpu, peak, out = peak_rss(["ingest"], env)
             shares.append(size / 1e6 / cpu / machine)
+            if tracker is not None:
+                vs_tracker.append(size / 1e6 / wall / tracker)
             colds.append(wall)
             cpus.append(cpu)
             rss.append(peak)
@@ -200,6 +258,10 @@ def main() -> int:
               f"(median {statistics.median(shares):.3f} of msgspec's rate measured just "
               f"before each run, the target is {TARGET_COLD_MBS / 560:.3f}); "
               f"{recs / cold:,.0f} records/s, peak RSS {max(rss) / 1024:.0f} MiB")
+        if vs_tracker:
+            print(f"  = a median {statistics.median(vs_tracker):.3f} of the reference tracker's "
+                  f"rate on all CPUs, measured just before each run (the target is "
+                  f"{TARGET_COLD_MBS / CCUSAGE_MBS_WHERE_SET:.3f})")
 
         env = {**base_env, "RELAYBURN_HOME": str(home), "RELAYBURN_CONTENT_STORE": mode}
         warm = statistics.median(run(["ingest"], env)[0] for _ in range(max(3, args.runs)))
