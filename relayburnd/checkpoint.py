@@ -1,13 +1,14 @@
-"""Writing ``cursors.json`` from committed cursors: coalesced, retried, never fatal.
+"""Saving committed cursors (``cursors.py``): coalesced, retried, never fatal.
 
-Cursors advance in memory as the sink acknowledges batches; the file is
-written from them at most about once a second (a crash re-sends at most that
-second, which record ids absorb) and always at exit. The file lists every file
-ever read, with its parser state (a few KB for a long session), so on a host
-with thousands of sessions one write can take tens of milliseconds: the gap
-after a write is then stretched to ``1 / SAVE_SHARE`` times its duration, so
-checkpointing never takes more than about 1 % of the time (and never waits
-more than ``BACKOFF_CAP``). A failed write (disk full, I/O error) leaves the
+Cursors advance in memory as the sink acknowledges batches; they are saved
+at most about once a second (a crash re-sends at most that second, which
+record ids absorb) and always at exit. A save usually appends the changed
+cursors to the journal, but now and then it rewrites ``cursors.json``, which
+lists every file ever read with its parser state (a few KB for a long
+session): on a host with thousands of sessions that write can take tens of
+milliseconds, so the gap after a write is stretched to ``1 / SAVE_SHARE``
+times its duration, and checkpointing never takes more than about 1 % of the
+time (and never waits more than ``BACKOFF_CAP``). A failed write (disk full, I/O error) leaves the
 previous file intact (``atomic_write_bytes``), is retried with a doubling gap
 up to ``BACKOFF_CAP``, and marks the state unhealthy until a write succeeds;
 shipping goes on meanwhile.

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from .config import Settings
+from .cursors import merged_doc
 from .home import HomeLayout
 from .sources import load_source, roots_for, source_kind
 
@@ -147,7 +148,7 @@ def build_report(settings: Settings, names: tuple[str, ...] = SOURCE_NAMES) -> S
     """Per source files and bytes behind; daemon details from status.json."""
     layout = HomeLayout(settings.home)
     report = StatusReport()
-    state = read_json(layout.cursors) if layout.cursors.exists() else {}
+    state = merged_doc(layout.cursors) if layout.cursors.exists() else {}
     if state is None:
         report.cursors_readable = False
         state = {}

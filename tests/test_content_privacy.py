@@ -105,12 +105,16 @@ class TestStatePrivacy:
                "RELAYBURN_PG_DSN": "postgresql://u:hunter2secret@db.invalid/x",
                "RELAYBURN_HTTP_TOKEN": "tok-SUPERSECRET-123"}
         proc = run_cli("ingest", "--source", "claude", env=env)
+        # a second session in a second pass: its cursor goes to the journal
+        _session(claude, "22222222-bbbb-4bbb-8bbb-000000000002")
+        again = run_cli("ingest", "--source", "claude", env=env)
+        assert (home / "cursors.json.journal").exists()
         shown = run_cli("config", "show", env=env).stdout
         state = _all_bytes(home, exclude_content=True)
         for marker in (PROMPT, ANSWER, TOOL_OUT, SECRET, "ls -la", "hunter2secret",
                        "tok-SUPERSECRET-123"):
             assert marker.encode() not in state, marker
-            assert marker not in proc.stderr
+            assert marker not in proc.stderr and marker not in again.stderr
             assert marker not in shown
         cursors = json.loads((home / "cursors.json").read_text())
         assert cursors["version"] == 1 and len(cursors["files"]) == 1

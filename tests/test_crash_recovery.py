@@ -63,8 +63,11 @@ class TestCrashBetweenWriteAndCommit:
             "after_sink_commit=kill@1",
             "after_sink_commit=kill@4",
             "before_checkpoint=kill@3",
-            "checkpoint_mid_tmp_write=kill@2",
-            "checkpoint_after_tmp_fsync=kill@5",
+            # the first checkpoint writes cursors.json, the later ones its journal
+            "checkpoint_mid_tmp_write=kill@1",
+            "checkpoint_after_tmp_fsync=kill@1",
+            "journal_mid_write=kill@2",
+            "journal_mid_write=kill@5",
         ],
     )
     def test_rerun_gives_the_clean_result(

@@ -66,7 +66,7 @@ _WRITER = textwrap.dedent(
         store.put(f"/logs/session-{i:03d}.jsonl",
                   Cursor(source="claude", dev=1, ino=100 + i, size=2000, mtime_ns=0,
                          offset=2000))
-    store.save()
+    store.save(force=True)  # the snapshot itself, not a journal line
     print("saved")
     """
 )

@@ -275,6 +275,15 @@ class Writer:
 # ------------------------------------------------------------------ reading the store
 
 
+def committed_cursors(home: Path) -> dict[str, Any]:
+    """``cursors.json`` with its journal applied: what the next start will load."""
+    from relayburnd.cursors import merged_doc
+
+    doc = merged_doc(home / "cursors.json")
+    assert doc is not None, "cursors.json is unreadable"
+    return doc
+
+
 def ledger_lines(home: Path) -> list[dict[str, Any]]:
     path = home / "ledger.jsonl"
     if not path.exists():

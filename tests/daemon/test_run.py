@@ -19,6 +19,7 @@ from harness import (
     LedgerWatch,
     Writer,
     assert_exactly_once,
+    committed_cursors,
     folded,
     percentile,
     run_relayburnd,
@@ -124,8 +125,7 @@ class TestShutdown:
             assert uid not in folded(layout.home, "compaction")  # not while the file is live
             assert d.stop()[0] == 0
         assert uid in folded(layout.home, "compaction")
-        cursors = json.loads((layout.home / "cursors.json").read_bytes())
-        entry = cursors["files"][str(w.path)]
+        entry = committed_cursors(layout.home)["files"][str(w.path)]
         assert entry["offset"] == w.path.stat().st_size
         w.compactions.append(uid)
         with Daemon(layout).start() as d:
