@@ -7,7 +7,9 @@ What it measures (targets from the daemon's design notes):
   from ``/proc/<pid>/stat`` (utime + stime), as a share of one core (< 1 %);
 * resident memory over the same windows, from ``/proc/<pid>/status`` (< 80 MiB);
 * latency from ``write()`` of a line to its record in ``ledger.jsonl``, over
-  appends spread across random session files (p99 < 2 s).
+  appends spread across random session files (p99 < 2 s);
+* the bytes the daemon writes meanwhile, split into the store's growth and the
+  rest (its state files: cursors and their journal, ``status.json``).
 
 Each idle window is measured separately and the median is printed with its
 ratio to the target, so one noisy window does not decide the result.
@@ -142,6 +144,19 @@ def follow_ledger(path: Path, seen: dict[str, float], stop: threading.Event, sta
         time.sleep(0.005)
 
 
+def written_bytes(pid: int) -> int:
+    """Bytes the process passed to write calls (``wchar``: counted whatever the file
+    system does with them)."""
+    with open(f"/proc/{pid}/io") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("wchar:"))
+
+
+def stored_bytes(home: Path) -> int:
+    """Bytes of the file store (ledger and sidecars): what the appends must write."""
+    files = [home / "ledger.jsonl", *(home / "content").glob("*.jsonl")]
+    return sum(p.stat().st_size for p in files if p.exists())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=5000)
@@ -210,6 +225,7 @@ def main() -> int:
         rng = random.Random(1)
         written: dict[str, float] = {}
         targets = rng.sample(files, min(20, len(files)))
+        wchar0, stored0 = written_bytes(proc.pid), stored_bytes(home)
         for n in range(args.appends):
             path = rng.choice(targets)
             uid = f"bench-{n}"
@@ -222,6 +238,11 @@ def main() -> int:
         while time.monotonic() < deadline and not all(u in seen for u in written):
             time.sleep(0.05)
         stop.set()
+        wrote = written_bytes(proc.pid) - wchar0
+        stored = stored_bytes(home) - stored0
+        print(f"bytes written by the daemon during the appends: {wrote / 1e6:.2f} MB, of which "
+              f"{stored / 1e6:.2f} MB ledger and sidecars and {(wrote - stored) / 1e6:.2f} MB "
+              f"state (cursors, status)")
         lat = sorted(seen[u] - t for u, t in written.items() if u in seen)
         missing = len(written) - len(lat)
         p50 = lat[len(lat) // 2]
