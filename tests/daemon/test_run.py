@@ -310,6 +310,13 @@ class TestStatusAndDoctor:
             text = run_relayburnd(layout, "status").stdout
             assert f"daemon: running (pid {d.pid}" in text
             assert "claude: 1 files tracked, 0 bytes behind" in text
+            # a later checkpoint is a journal line: status reads it with the snapshot
+            wait_for(lambda: d.metric("checkpoint_writes_total") >= 1, 5)
+            w.exchange()
+            wait_for(lambda: (layout.home / "cursors.json.journal").exists(), 5,
+                     what="a journalled checkpoint")
+            doc = json.loads(run_relayburnd(layout, "status", "--json").stdout)
+            assert doc["sources"]["claude"]["bytes_behind"] == 0
             assert d.stop()[0] == 0
 
     def test_doctor_passes_and_names_fixes(self, tmp_path: Path) -> None:
