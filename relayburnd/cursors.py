@@ -77,6 +77,8 @@ def journal_lines(path: Path, gen: int) -> tuple[list[_Delta], bool]:
         data = journal_path(path).read_bytes()
     except FileNotFoundError:
         return [], True
+    except OSError:
+        return [], False  # unreadable: the snapshot is rewritten and the journal replaced
     clean = not data or data.endswith(b"\n")
     out: list[_Delta] = []
     for line in data.split(b"\n"):
@@ -87,7 +89,10 @@ def journal_lines(path: Path, gen: int) -> tuple[list[_Delta], bool]:
         except (msgspec.DecodeError, UnicodeDecodeError):
             clean = False
             continue
-        if delta.gen != gen:
+        if delta.gen != gen or not all(
+            cur is None or bytes(memoryview(cur.state)[:1]) == b"{"
+            for cur in delta.files.values()
+        ):
             clean = False
             continue
         out.append(delta)
@@ -291,7 +296,7 @@ class CursorStore:
         self._gen, self._snapshot_bytes = gen, len(data)
         # the journal continued the snapshot just replaced; if removing it fails (or a
         # crash comes first), its lines are of an older generation and skipped at load
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             self.journal.unlink()
         self._journal_bytes = 0
         self._rewrite = False

@@ -248,3 +248,19 @@ def test_a_kill_in_the_middle_of_an_append_leaves_the_cursors_before_it(
     store.save()
     assert store.last_save_kind == "snapshot"
     assert CursorStore(path).load().files["/logs/00.jsonl"].offset == 999
+
+
+def test_a_line_with_a_state_that_is_not_an_object_is_skipped(path: Path,
+                                                              saved: CursorStore) -> None:
+    """The parser gets its state as an object; a line that says otherwise is not applied."""
+    saved.put("/logs/01.jsonl", cursor(300, ino=1))
+    saved.save()
+    line = msgspec.json.encode({"gen": 1, "files": {"/logs/02.jsonl": {
+        "source": "claude", "dev": 1, "ino": 2, "size": 9, "mtime_ns": 9, "offset": 9,
+        "state": [1, 2]}}}) + b"\n"
+    with open(journal_path(path), "ab") as fh:
+        fh.write(line)
+    again = CursorStore(path).load()
+    assert again.files["/logs/01.jsonl"].offset == 300
+    assert again.files["/logs/02.jsonl"].offset == 100
+    assert again.files["/logs/02.jsonl"].parser_state() == {}
