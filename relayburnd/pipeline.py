@@ -405,11 +405,11 @@ class Pipeline:
         """Deliver the batch, then commit the cursors it covers. Raises SinkUnavailable
         (cursors untouched) when ``deadline`` passes first.
 
-        ``checkpoint=False`` (a batch that filled up in the middle of a pass) writes
-        ``cursors.json`` only when the last write is ``checkpoint_interval`` seconds old:
-        the file lists every cursor, so writing it per batch made a long backfill
-        quadratic, and a crash in between re-reads at most those seconds of
-        acknowledged records, which the store recognises as unchanged."""
+        ``checkpoint=False`` (a batch that filled up in the middle of a pass) saves the
+        cursors only when the last save is ``checkpoint_interval`` seconds old: a save
+        per batch made a long backfill quadratic when each rewrote ``cursors.json``,
+        still costs an fsync per batch, and a crash in between re-reads at most those
+        seconds of acknowledged records, which the store recognises as unchanged."""
         if self._batch.records:
             dl_before = self.deliverer.stats.dead_lettered
             result = self.deliverer.deliver(self._batch, self._origins, deadline=deadline)
