@@ -8,9 +8,9 @@ lists every file ever read with its parser state (a few KB for a long
 session): on a host with thousands of sessions that write can take tens of
 milliseconds, so the gap after a write is stretched to ``1 / SAVE_SHARE``
 times its duration, and checkpointing never takes more than about 1 % of the
-time (and never waits more than ``BACKOFF_CAP``). A failed write (disk full, I/O error) leaves the
-previous file intact (``atomic_write_bytes``), is retried with a doubling gap
-up to ``BACKOFF_CAP``, and marks the state unhealthy until a write succeeds;
+time (and never waits more than ``BACKOFF_CAP``). A failed save (disk full,
+I/O error) leaves the saved state as it was, is retried with a doubling gap
+up to ``BACKOFF_CAP``, and marks the state unhealthy until a save succeeds;
 shipping goes on meanwhile.
 """
 

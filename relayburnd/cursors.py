@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,24 @@ def journal_path(path: Path) -> Path:
     return path.with_name(path.name + JOURNAL_SUFFIX)
 
 
+def _state_is_object(cur: Cursor | None) -> bool:
+    """The parser is handed its state as an object; an entry that says otherwise is not
+    taken as it is."""
+    return cur is None or bytes(memoryview(cur.state)[:1]) == b"{"
+
+
+def _apply(deltas: list[_Delta], files: dict[str, Any], polls: dict[str, Any],
+           entry: Callable[[Cursor], Any]) -> None:
+    """Journal lines onto a snapshot's ``files`` and ``polls``, in order."""
+    for delta in deltas:
+        for key, cur in delta.files.items():
+            if cur is None:
+                files.pop(key, None)
+            else:
+                files[key] = entry(cur)
+        polls.update(delta.polls)
+
+
 def journal_lines(path: Path, gen: int) -> tuple[list[_Delta], bool]:
     """The journal's lines that continue snapshot ``gen``, in order, and whether the
     journal is clean (no torn, undecodable or stale line)."""
@@ -89,10 +108,7 @@ def journal_lines(path: Path, gen: int) -> tuple[list[_Delta], bool]:
         except (msgspec.DecodeError, UnicodeDecodeError):
             clean = False
             continue
-        if delta.gen != gen or not all(
-            cur is None or bytes(memoryview(cur.state)[:1]) == b"{"
-            for cur in delta.files.values()
-        ):
+        if delta.gen != gen or not all(map(_state_is_object, delta.files.values())):
             clean = False
             continue
         out.append(delta)
@@ -110,19 +126,12 @@ def merged_doc(path: Path) -> dict[str, Any] | None:
     if not isinstance(obj, dict):
         return None
     files = obj.get("files")
-    polls = obj.get("polls")
-    if not isinstance(files, dict) or not isinstance(polls or {}, dict):
+    polls = obj["polls"] = obj.get("polls") or {}
+    if not isinstance(files, dict) or not isinstance(polls, dict):
         return obj
     gen = obj.get("gen", 0)
-    for delta in journal_lines(path, gen if isinstance(gen, int) else -1)[0]:
-        for key, cur in delta.files.items():
-            if cur is None:
-                files.pop(key, None)
-            else:
-                files[key] = cur.to_json()
-        if delta.polls:
-            obj["polls"] = {**(polls or {}), **delta.polls}
-            polls = obj["polls"]
+    deltas = journal_lines(path, gen if isinstance(gen, int) else -1)[0]
+    _apply(deltas, files, polls, Cursor.to_json)
     return obj
 
 
@@ -147,7 +156,7 @@ class CursorStore:
         self._snapshot_bytes = 0
         self._journal_bytes = 0
         self._rewrite = True  # the next save rewrites the snapshot
-        self.last_save_kind = ""  # "journal" or "snapshot", for logs and tests
+        self.last_save_kind = ""  # what the last save wrote: "journal" or "snapshot"
 
     def load(self) -> CursorStore:
         if not self._load_well_formed():
@@ -177,13 +186,7 @@ class CursorStore:
             self._rewrite = True
             return
         lines, clean = journal_lines(self.path, self._gen)
-        for delta in lines:
-            for key, cur in delta.files.items():
-                if cur is None:
-                    self.files.pop(key, None)
-                else:
-                    self.files[key] = cur
-            self.polls.update(delta.polls)
+        _apply(lines, self.files, self.polls, lambda cur: cur)
         with contextlib.suppress(OSError):
             self._journal_bytes = self.journal.stat().st_size
         if not clean:
@@ -203,7 +206,7 @@ class CursorStore:
         except (OSError, ValueError):  # missing, msgspec.DecodeError/ValidationError
             return False
         if doc.version != STATE_VERSION or doc.gen <= 0 or not all(
-            bytes(memoryview(c.state)[:1]) == b"{" for c in doc.files.values()
+            map(_state_is_object, doc.files.values())
         ):
             return False
         self.files, self.polls = doc.files, doc.polls
